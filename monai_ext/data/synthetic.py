@@ -1,0 +1,205 @@
+"""
+A small synthetic chest X-ray-like dataset (lungs and heart phantoms) that bundles use by default,
+so that they run out of the box without any download.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["SYNTHETIC_LABELS", "make_synthetic_dataset", "synthetic_phantom"]
+
+logger = logging.getLogger(__name__)
+
+#: raw mask values of the phantoms, the convention of the SCR chest X-ray annotations.
+SYNTHETIC_LABELS: dict[str, str] = {
+    "0": "background",
+    "150": "right lung (image left)",
+    "200": "left lung (image right)",
+    "250": "heart (drawn over lung where they overlap)",
+}
+#: bump when the phantoms change, so that datasets generated before are regenerated.
+_GENERATOR_VERSION = 1
+_DATALIST_FILENAME = "dataset.json"
+
+
+def _ellipse(
+    yy: np.ndarray, xx: np.ndarray, center: tuple[float, float], radii: tuple[float, float], angle: float
+) -> np.ndarray:
+    """Normalised radius of the points ``(yy, xx)`` in an ellipse: < 1 inside, 1 on the border."""
+    cos, sin = np.cos(angle), np.sin(angle)
+    dy, dx = yy - center[0], xx - center[1]
+    u = (cos * dx + sin * dy) / radii[1]
+    v = (-sin * dx + cos * dy) / radii[0]
+    return np.sqrt(u * u + v * v)
+
+
+def synthetic_phantom(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """
+    One chest X-ray-like phantom: a bright body ellipse, two darker lung ellipses of random size,
+    position, tilt and intensity, a heart ellipse over the lungs' medial lower side, a smooth
+    background gradient, soft edges and Gaussian noise.
+
+    Args:
+        rng: the random generator.
+        shape: ``(rows, columns)`` of the arrays.
+
+    Returns:
+        ``(image, mask)``, ``uint8`` arrays of ``shape`` (row-major, as in a PNG file): the mask holds
+        0 (background), 150 (right lung, image left), 200 (left lung, image right), 250 (heart).
+    """
+    rows, cols = shape
+    yy, xx = np.meshgrid((np.arange(rows) + 0.5) / rows, (np.arange(cols) + 0.5) / cols, indexing="ij")
+    edge = 1.5 / min(rows, cols)  # soft edge width, in normalised units
+
+    def soft(radius: np.ndarray, size: float) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(np.clip((radius - 1.0) * size / edge, -50, 50)))
+
+    image = rng.uniform(15, 40) + rng.uniform(-15, 15) * (xx - 0.5) + rng.uniform(-15, 15) * (yy - 0.5)
+    mask = np.zeros(shape, dtype=np.uint8)
+
+    body_radii = (rng.uniform(0.44, 0.49), rng.uniform(0.40, 0.46))
+    body = _ellipse(yy, xx, (0.52 + rng.uniform(-0.02, 0.02), 0.5 + rng.uniform(-0.02, 0.02)), body_radii, 0.0)
+    image = image + (rng.uniform(150, 200) - image) * soft(body, min(body_radii))
+
+    lung_y = 0.45 + rng.uniform(-0.03, 0.03)
+    for side, value in ((-1, 150), (1, 200)):  # image left: right lung (150); image right: left lung (200)
+        radii = (rng.uniform(0.24, 0.31), rng.uniform(0.11, 0.15))
+        center = (lung_y + rng.uniform(-0.02, 0.02), 0.5 + side * rng.uniform(0.17, 0.21))
+        lung = _ellipse(yy, xx, center, radii, side * rng.uniform(0.0, 0.15))
+        image = image + (rng.uniform(45, 100) - image) * soft(lung, min(radii))
+        mask[lung < 1.0] = value
+
+    heart_radii = (rng.uniform(0.10, 0.14), rng.uniform(0.12, 0.16))
+    heart_center = (0.62 + rng.uniform(-0.03, 0.03), 0.5 + rng.uniform(0.03, 0.08))
+    heart = _ellipse(yy, xx, heart_center, heart_radii, rng.uniform(-0.3, 0.0))
+    image = image + (rng.uniform(140, 180) - image) * soft(heart, min(heart_radii))
+    mask[heart < 1.0] = 250
+
+    image = image + rng.normal(0.0, rng.uniform(3.0, 8.0), size=shape)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
+
+
+def _params(num_training: int, num_validation: int, num_test: int, spatial_size: Sequence[int], seed: int) -> dict:
+    return {
+        "generator": "monai_ext.data.make_synthetic_dataset",
+        "version": _GENERATOR_VERSION,
+        "num_training": int(num_training),
+        "num_validation": int(num_validation),
+        "num_test": int(num_test),
+        "spatial_size": [int(s) for s in spatial_size],
+        "seed": int(seed),
+    }
+
+
+def _reusable(datalist_file: Path, params: dict) -> bool:
+    """Whether ``datalist_file`` was generated with ``params`` and all its files exist."""
+    try:
+        with open(datalist_file) as f:
+            content = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return False
+    if not isinstance(content, dict) or "synthetic" not in content:
+        raise FileExistsError(
+            f"{datalist_file} exists and was not written by make_synthetic_dataset; "
+            "refusing to overwrite it: choose another folder for the synthetic dataset."
+        )
+    if content["synthetic"] != params:
+        return False
+    root = datalist_file.parent
+    entries = [e for key in ("training", "validation", "test") for e in content.get(key, [])]
+    return all((root / e["image"]).is_file() and (root / e["label"]).is_file() for e in entries)
+
+
+def make_synthetic_dataset(
+    root_dir: str | PathLike,
+    num_training: int = 32,
+    num_validation: int = 8,
+    num_test: int = 8,
+    spatial_size: Sequence[int] = (128, 128),
+    seed: int = 0,
+) -> str:
+    """
+    Write a small synthetic chest X-ray-like segmentation dataset (see :func:`synthetic_phantom`):
+    8-bit grey PNG files ``images/phantom_NNNN.png`` and ``masks/phantom_NNNN.png``, and a MONAI
+    decathlon ``dataset.json`` with ``training``, ``validation`` and ``test`` splits.
+
+    The masks follow the SCR chest X-ray convention (0 background, 150 right lung, 200 left lung,
+    250 heart over lung), so a bundle's ``label_values`` work on both: ``[[0, 250], [150, 200]]``
+    for lungs versus the rest.
+
+    The dataset is deterministic for a ``seed``. The parameters are stored in ``dataset.json`` under
+    ``"synthetic"``: a folder already holding a dataset generated with the same parameters is reused
+    as it is; one generated with other parameters is rewritten. A ``dataset.json`` not written here is
+    never overwritten (``FileExistsError``).
+
+    Args:
+        root_dir: the folder to write (created when missing).
+        num_training: number of training pairs.
+        num_validation: number of validation pairs.
+        num_test: number of test pairs.
+        spatial_size: image size as MONAI's ``LoadImage`` returns it: ``(width, height)`` of the PNG
+            files, since MONAI's 2D readers put the file's columns first.
+        seed: random seed.
+
+    Returns:
+        ``root_dir`` as an absolute path.
+    """
+    if num_training < 1 or num_validation < 0 or num_test < 0:
+        raise ValueError(
+            "Need num_training >= 1 and num_validation, num_test >= 0; "
+            f"got {num_training}, {num_validation}, {num_test}."
+        )
+    if len(spatial_size) != 2 or min(spatial_size) < 16:
+        raise ValueError(f"spatial_size must be 2 sizes of at least 16 pixels, got {spatial_size}.")
+    root = Path(os.path.abspath(os.path.expanduser(root_dir)))
+    datalist_file = root / _DATALIST_FILENAME
+    params = _params(num_training, num_validation, num_test, spatial_size, seed)
+    total = num_training + num_validation + num_test
+    if datalist_file.exists() and _reusable(datalist_file, params):
+        logger.info("Reusing the synthetic dataset of %d images at %s.", total, root)
+        return str(root)
+
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for old in (root / folder).glob("phantom_*.png"):  # left by other parameters
+            old.unlink()
+    datalist_file.unlink(missing_ok=True)
+
+    shape = (int(spatial_size[1]), int(spatial_size[0]))  # (rows, columns) of the PNG files
+    entries = []
+    for index in range(total):
+        image, mask = synthetic_phantom(np.random.default_rng([seed, index]), shape)
+        name = f"phantom_{index:04d}.png"
+        Image.fromarray(image).save(root / "images" / name)
+        Image.fromarray(mask).save(root / "masks" / name)
+        entries.append({"image": f"images/{name}", "label": f"masks/{name}"})
+
+    content: dict[str, Any] = {
+        "name": "synthetic_chest_xray",
+        "description": "Synthetic chest X-ray-like phantoms (body, lungs, heart) made by monai_ext.",
+        "modality": {"0": "synthetic X-ray"},
+        "labels": SYNTHETIC_LABELS,
+        "numTraining": num_training,
+        "numValidation": num_validation,
+        "numTest": num_test,
+        "synthetic": params,
+        "training": entries[:num_training],
+        "validation": entries[num_training : num_training + num_validation],
+        "test": entries[num_training + num_validation :],
+    }
+    tmp = datalist_file.with_suffix(".json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(content, f, indent=1)
+    os.replace(tmp, datalist_file)  # written last: a dataset.json means a complete dataset
+    logger.info("Generated a synthetic dataset of %d images at %s.", total, root)
+    return str(root)

@@ -1,0 +1,3 @@
+from monai_ext.networks import blocks, nets
+
+__all__ = ["blocks", "nets"]
