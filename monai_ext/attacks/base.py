@@ -28,6 +28,7 @@ holds what the attacks share:
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -51,6 +52,8 @@ __all__ = [
     "attack_loss",
     "attack_mode",
     "check_budget",
+    "check_choice",
+    "check_num_steps",
     "network_logits",
     "project",
     "resolve_target",
@@ -90,6 +93,22 @@ def check_budget(name: str, value: float, allow_zero: bool = True) -> float:
     return value
 
 
+def check_num_steps(num_steps: int) -> int:
+    """
+    Check a number of attack iterations: a whole number ``>= 0``.
+
+    Raises:
+        ValueError: when ``num_steps`` is not a whole number or is negative.
+    """
+    if isinstance(num_steps, bool) or not (
+        isinstance(num_steps, numbers.Integral) or (isinstance(num_steps, float) and num_steps.is_integer())
+    ):
+        raise ValueError(f"num_steps must be an integer >= 0, got {num_steps!r}.")
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0, got {num_steps}.")
+    return int(num_steps)
+
+
 def _check_data_range(data_range: Sequence[float]) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in data_range)
@@ -100,7 +119,8 @@ def _check_data_range(data_range: Sequence[float]) -> tuple[float, float]:
     return low, high
 
 
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    """Check that ``value`` is one of ``choices`` (case-insensitive) and return it in lower case."""
     if not isinstance(value, str) or value.lower() not in choices:
         raise ValueError(f"unknown {name} {value!r}, must be one of {', '.join(map(repr, choices))}.")
     return value.lower()
@@ -120,7 +140,7 @@ def to_data_units(value: float, unit: str = "levels", data_range: Sequence[float
     Returns:
         the budget in data units: ``value / 255 * (max - min)`` or ``value * (max - min)``.
     """
-    unit = _check_choice("unit", unit, UNITS)
+    unit = check_choice("unit", unit, UNITS)
     low, high = _check_data_range(data_range)
     scale = (high - low) / LEVELS if unit == "levels" else high - low
     return float(value) * scale
@@ -150,7 +170,7 @@ def project(
     Returns:
         the projected images, same shape as ``adv``.
     """
-    norm = _check_choice("norm", norm, NORMS)
+    norm = check_choice("norm", norm, NORMS)
     eps = check_budget("eps", eps)
     if norm == "linf":
         # a clamp to bounds (not a clamp of the difference) so that a step of exactly eps is kept bit for bit
@@ -256,7 +276,7 @@ def attack_loss(logits: torch.Tensor, labels: torch.Tensor, loss: LossLike = "ce
     num_channels = logits.shape[1]
     if callable(loss):
         return loss(logits, labels.to(logits.dtype))
-    loss = _check_choice("loss", loss, LOSSES)
+    loss = check_choice("loss", loss, LOSSES)
     if loss == "ce":
         if num_channels == 1:
             return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
@@ -284,8 +304,7 @@ def resolve_target(target: TargetLike, images: torch.Tensor, labels: torch.Tenso
     Returns:
         target class indices ``(B, 1, *spatial)``, long.
     """
-    if isinstance(target, str):
-        _check_choice("target", target, ("inverse",))
+    if target == "inverse":
         out = (labels.long() + 1) % num_classes
     elif isinstance(target, int) and not isinstance(target, bool):
         if not 0 <= target < num_classes:
@@ -379,25 +398,32 @@ def _check_images(images: torch.Tensor, low: float, high: float) -> None:
         raise ValueError(f"images must have shape (B, C, *spatial), got shape {tuple(images.shape)}.")
     if not images.is_floating_point():
         raise ValueError(f"images must be floating point to be attacked, got dtype {images.dtype}.")
-    finite = torch.isfinite(images.detach()).flatten(1).all(dim=1)
+    if images.numel() == 0:
+        return
+    flat = images.detach().flatten(1)
+    finite = torch.isfinite(flat).all(dim=1)
     if not finite.all():
         bad = torch.nonzero(~finite).flatten().tolist()
-        raise ValueError(f"images {_sample_names(images, bad)} contain NaN or inf values (batch index {bad}).")
+        raise ValueError(f"images{_sample_names(images, bad)} contain NaN or inf values (batch index {bad}).")
     tol = 1e-6 * (high - low)
-    if images.numel() and (images.min() < low - tol or images.max() > high + tol):
+    outside = (flat.amin(dim=1) < low - tol) | (flat.amax(dim=1) > high + tol)
+    if outside.any():
+        bad = torch.nonzero(outside).flatten().tolist()
         raise ValueError(
-            f"images {source_name(images)} have values in [{images.min().item():g}, {images.max().item():g}], "
-            f"outside data_range ({low:g}, {high:g}): scale or clip the images, or give the attack their data_range."
+            f"images{_sample_names(images, bad)} (batch index {bad}) have values in "
+            f"[{flat.min().item():g}, {flat.max().item():g}], outside data_range ({low:g}, {high:g}): scale or clip "
+            "the images, or give the attack their data_range."
         )
 
 
 def _sample_names(images: torch.Tensor, indices: list[int]) -> str:
-    """File names of some samples of a batch, for error messages."""
-    if isinstance(images, MetaTensor):
-        names = images.meta.get(ImageMetaKey.FILENAME_OR_OBJ)
-        if isinstance(names, (list, tuple)) and len(names) == images.shape[0]:
-            return ", ".join(f"'{names[i]}'" for i in indices)
-    return source_name(images)
+    """The file names of some samples of a batch, as ``" 'a.png', 'b.png'"``, or ``""`` when none is known."""
+    if not isinstance(images, MetaTensor):
+        return ""
+    names = images.meta.get(ImageMetaKey.FILENAME_OR_OBJ)
+    if isinstance(names, (list, tuple)) and len(names) == images.shape[0]:
+        return " " + ", ".join(f"'{names[i]}'" for i in indices)
+    return f" {source_name(images)}" if names is not None else ""
 
 
 class Attack(ABC):
@@ -428,14 +454,14 @@ class Attack(ABC):
         target: TargetLike = None,
     ) -> None:
         self.eps = check_budget("eps", eps)
-        self.unit = _check_choice("unit", unit, UNITS)
+        self.unit = check_choice("unit", unit, UNITS)
         self.data_range = _check_data_range(data_range)
         if not callable(loss):
-            loss = _check_choice("loss", loss, LOSSES)
+            loss = check_choice("loss", loss, LOSSES)
         self.loss = loss
-        if isinstance(target, str):
-            target = _check_choice("target", target, ("inverse",))
-        elif isinstance(target, bool) or not (target is None or isinstance(target, int) or callable(target)):
+        if isinstance(target, bool) or not (
+            target is None or target == "inverse" or isinstance(target, int) or callable(target)
+        ):
             raise ValueError(
                 f"unknown target {target!r}, must be None (untargeted), 'inverse', a class index or a callable "
                 "(images, labels) -> target labels."
@@ -496,11 +522,16 @@ class Attack(ABC):
         Returns:
             adversarial images, same shape, inside the attack's ball and ``data_range``.
         """
-        raise NotImplementedError(f"Subclass {self.__class__.__name__} must implement this method.")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._repr_args().items())
         return f"{self.__class__.__name__}({args})"
 
     def _repr_args(self) -> dict:
-        return {"eps": self.eps, "unit": self.unit, "data_range": self.data_range, "loss": self.loss, "target": self.target}
+        return {
+            "eps": self.eps,
+            "unit": self.unit,
+            "data_range": self.data_range,
+            "loss": self.loss,
+            "target": self.target,
+        }

@@ -1,5 +1,6 @@
-"""MONAI transforms of ``monai_ext``: channel handling, label mapping and input checks."""
+"""MONAI transforms of ``monai_ext``: channel handling, label mapping, input checks and adversarial attacks."""
 
+from monai_ext.transforms.attacks import Attackd
 from monai_ext.transforms.channels import LUMA_WEIGHTS, ImageChannels, ImageChannelsd
 from monai_ext.transforms.checks import CheckFinite, CheckFinited, CheckSpatialShaped
 from monai_ext.transforms.intensity import ScaleIntensityToUnitd
@@ -13,6 +14,7 @@ from monai_ext.transforms.labels import (
 from monai_ext.transforms.utils import source_name
 
 __all__ = [
+    "Attackd",
     "LUMA_WEIGHTS",
     "CheckFinite",
     "CheckFinited",

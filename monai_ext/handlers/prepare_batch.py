@@ -1,0 +1,115 @@
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+A ``prepare_batch`` for MONAI's engines that attacks each batch: adversarial evaluation and online adversarial training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from monai.engines.utils import PrepareBatch, PrepareBatchDefault
+from torch import nn
+
+__all__ = ["AdversarialPrepareBatch"]
+
+
+class AdversarialPrepareBatch(PrepareBatch):
+    """
+    A ``prepare_batch`` for :py:class:`monai.engines.SupervisedEvaluator` and
+    :py:class:`monai.engines.SupervisedTrainer` that moves each batch to the device (with ``prepare_batch``,
+    MONAI's default by default), then replaces its images by adversarial ones, ``attack(network, images, labels)``.
+
+    - In an evaluator, the metrics (e.g. ``MeanDice``) become adversarial metrics: the evaluator's inferer sees the
+      attacked images, its label is the true label.
+    - In a trainer, this is online adversarial training: each iteration trains on batches attacked against the
+      current weights. With ``mix < 1`` only part of each batch is attacked, the rest stays clean.
+
+    The engine calls ``prepare_batch(batchdata, device, non_blocking, **to_kwargs)`` and does not pass itself, so the
+    network to attack is given here (the engine's own ``network``, to attack the network being trained or
+    evaluated). The attacks of :py:mod:`monai_ext.attacks` put it in eval mode for the attack and restore its modes,
+    and leave its parameters and gradients untouched, so a trainer's step is not disturbed. The attack runs with
+    gradients enabled even though the evaluator computes its forward pass without them.
+
+    Example (bundle config)::
+
+        "prepare_batch": {
+            "_target_": "monai_ext.handlers.AdversarialPrepareBatch",
+            "attack": {"_target_": "monai_ext.attacks.IterativeFGSM", "eps": 8, "target": "inverse"},
+            "network": "@network"
+        }
+
+    Args:
+        attack: the attack, any callable ``(network, images, labels) -> images`` over a batch.
+        network: the network to attack.
+        mix: fraction of each batch replaced by adversarial images, in ``[0, 1]``: the first
+            ``round(mix * B)`` samples (half up) are attacked (a shuffling loader makes them a random subset);
+            ``1.0`` (default) attacks them all, ``0.0`` none.
+        prepare_batch: the inner ``prepare_batch`` that moves the batch to the device and returns
+            ``(images, labels)`` or ``(images, labels, args, kwargs)``; ``None`` is MONAI's
+            :py:class:`~monai.engines.utils.PrepareBatchDefault`. Extra ``args``/``kwargs`` go to the engine's
+            inferer unchanged; the attack calls ``network(images)`` only.
+    """
+
+    def __init__(
+        self,
+        attack: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+        network: nn.Module,
+        mix: float = 1.0,
+        prepare_batch: Callable | None = None,
+    ) -> None:
+        if attack is None or not callable(attack):
+            raise ValueError(f"attack must be a callable (network, images, labels) -> images, got {attack!r}.")
+        if network is None or not callable(network):
+            raise ValueError(f"network must be a torch.nn.Module (or a callable), got {network!r}.")
+        mix = float(mix)
+        if not 0.0 <= mix <= 1.0:  # also refuses NaN
+            raise ValueError(f"mix must be a fraction in [0, 1], got {mix}.")
+        self.attack = attack
+        self.network = network
+        self.mix = mix
+        self.prepare_batch = PrepareBatchDefault() if prepare_batch is None else prepare_batch
+
+    def num_adversarial(self, batch_size: int) -> int:
+        """Number of samples attacked in a batch of ``batch_size``: ``round(mix * batch_size)``, half up."""
+        return min(batch_size, int(math.floor(self.mix * batch_size + 0.5)))
+
+    def __call__(
+        self,
+        batchdata: dict[str, torch.Tensor] | torch.Tensor | Sequence[torch.Tensor],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, tuple, dict]:
+        """
+        Args `batchdata`, `device`, `non_blocking` refer to the ignite API:
+        https://pytorch.org/ignite/v0.4.8/generated/ignite.engine.create_supervised_trainer.html.
+        `kwargs` supports other args for `Tensor.to()` API.
+
+        Returns:
+            what the inner ``prepare_batch`` returns, with the images (partly) replaced by adversarial images.
+        """
+        batch = self.prepare_batch(batchdata, device, non_blocking, **kwargs)
+        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 4):
+            raise ValueError("the inner prepare_batch must return (images, labels) or (images, labels, args, kwargs).")
+        images, labels = batch[0], batch[1]
+        if labels is None:
+            raise ValueError("AdversarialPrepareBatch needs labels to attack, but the batch has none.")
+        num = self.num_adversarial(images.shape[0])
+        if num == images.shape[0]:
+            images = self.attack(self.network, images, labels)
+        elif num > 0:
+            adv = self.attack(self.network, images[:num], labels[:num])
+            images = images.clone()
+            images[:num] = adv
+        return (images, labels, *batch[2:]) if len(batch) == 4 else (images, labels)

@@ -1,0 +1,100 @@
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Dictionary transform over the attacks of :py:mod:`monai_ext.attacks`, for building adversarial datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from monai.utils import convert_to_dst_type, convert_to_tensor
+from torch import nn
+
+__all__ = ["Attackd"]
+
+
+def _network_device(network: nn.Module) -> torch.device:
+    for tensor in network.parameters():
+        return tensor.device
+    for tensor in network.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+class Attackd(MapTransform):
+    """
+    Attack one sample with an attack of :py:mod:`monai_ext.attacks` (``attack(network, images, labels) -> images``):
+    adds the batch dimension, runs the attack on the network's device, removes the batch dimension and gives the
+    adversarial image back on the device and in the type of the input (a ``MetaTensor`` keeps its meta data).
+
+    For building adversarial datasets, e.g. the adversarial training sets of the robust training paper::
+
+        transforms = Compose([
+            LoadImaged(keys=["image", "label"]),
+            EnsureChannelFirstd(keys=["image", "label"]),
+            ScaleIntensityd(keys="image"),
+            Attackd(keys="image", label_key="label", attack=PGD(eps=2.55, alpha=0.1, num_steps=100, target=0),
+                    network=network),
+        ])
+
+    Run it in the main process (``num_workers=0``, or cache the result once with ``CacheDataset`` /
+    ``PersistentDataset``): a network on a GPU does not go into ``DataLoader`` worker processes. To attack batches on
+    the fly during training or evaluation, use :py:class:`monai_ext.handlers.AdversarialPrepareBatch` instead.
+
+    Args:
+        keys: keys of the images to attack, each ``(C, *spatial)``, each attacked with the same label.
+        label_key: key of the true class indices ``(1, *spatial)`` or ``(*spatial)``.
+        attack: the attack, any callable ``(network, images, labels) -> images`` over a batch.
+        network: the network to attack. Its modes, parameters and gradients are left as they were (by the attacks
+            of :py:mod:`monai_ext.attacks`).
+        device: where to run the attack; ``None`` (default) is the device of the network's parameters.
+        allow_missing_keys: don't raise an exception if a key is missing.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        label_key: str = "label",
+        attack: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        network: nn.Module | None = None,
+        device: str | torch.device | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if attack is None or not callable(attack):
+            raise ValueError(f"attack must be a callable (network, images, labels) -> images, got {attack!r}.")
+        if network is None or not callable(network):
+            raise ValueError(f"network must be a torch.nn.Module (or a callable), got {network!r}.")
+        self.label_key = label_key
+        self.attack = attack
+        self.network = network
+        self.device = torch.device(device) if device is not None else None
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        if self.label_key not in d:
+            raise KeyError(f"label key {self.label_key!r} is not in the data (keys: {list(d)}).")
+        if self.device is not None:
+            device = self.device
+        else:
+            device = _network_device(self.network) if isinstance(self.network, nn.Module) else torch.device("cpu")
+        label = convert_to_tensor(d[self.label_key], track_meta=False, device=device)
+        for key in self.key_iterator(d):
+            img = d[key]
+            batch = convert_to_tensor(img, track_meta=False, device=device)
+            if batch.ndim < 2:
+                raise ValueError(f"{key!r} must be channel-first (C, *spatial), got shape {tuple(batch.shape)}.")
+            if not batch.is_floating_point():
+                batch = batch.float()
+            adv = self.attack(self.network, batch.unsqueeze(0), label.unsqueeze(0))[0]
+            d[key] = convert_to_dst_type(adv, img, dtype=adv.dtype)[0]
+        return d
