@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,43 @@ def test_inference_config_has_monai_label_ids() -> None:
     parser.read_config(str(CONFIGS / "inference.json"))
     for key in ("network_def", "network", "preprocessing", "inferer", "postprocessing", "bundle_root", "device"):
         assert key in parser, key
+
+
+def test_robustness_sweep_writes_json_and_curve(trained_bundle: tuple[Path, Path]) -> None:
+    root, data = trained_bundle
+    run(config_file=str(CONFIGS / "evaluate.json"), bundle_root=str(root), dataset_dir=str(data), **SMALL)
+    with open(root / "eval" / "metrics.csv") as f:
+        clean_dice = {row[0]: float(row[1]) for row in csv.reader(f) if row}["mean_dice"]
+    run(
+        config_file=str(CONFIGS / "robustness.json"),
+        bundle_root=str(root),
+        dataset_dir=str(data),
+        epsilons=[0, 2, 8],
+        batch_size=4,
+        **SMALL,
+    )
+    summary = json.loads((root / "eval" / "robustness.json").read_text())
+    assert [r["epsilon"] for r in summary["results"]] == [0.0, 2.0, 8.0]
+    assert summary["num_images"] == 4
+    assert [a["name"] for a in summary["attacks"]] == ["IterativeFGSM", "IterativeFGSM"]
+    assert [a["eps"] for a in summary["attacks"]] == [2.0, 8.0]
+    assert all(a["target"] == "inverse" and a["num_steps"] == n for a, n in zip(summary["attacks"], (3, 10)))
+    # the clean point of the sweep is the evaluation of evaluate.json (same images, same resolution here)
+    assert abs(summary["results"][0]["mean_dice"] - clean_dice) < 1e-4
+    assert (root / "eval" / "robustness.png").stat().st_size > 1000
+
+
+def test_robustness_pgd_config_overrides_the_attack(trained_bundle: tuple[Path, Path]) -> None:
+    root, data = trained_bundle
+    run(
+        config_file=[str(CONFIGS / "robustness.json"), str(CONFIGS / "robustness_pgd.json")],
+        bundle_root=str(root),
+        dataset_dir=str(data),
+        epsilons=[4],
+        batch_size=4,
+        **{"attack#num_steps": 2},
+        **SMALL,
+    )
+    summary = json.loads((root / "eval" / "robustness_pgd.json").read_text())
+    assert summary["attacks"][0]["name"] == "PGD" and summary["attacks"][0]["target"] is None
+    assert summary["attacks"][0]["num_steps"] == 2 and summary["attacks"][0]["random_start"] is True

@@ -524,10 +524,11 @@ class Attack(ABC):
         """
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._repr_args().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
         return f"{self.__class__.__name__}({args})"
 
-    def _repr_args(self) -> dict:
+    def settings(self) -> dict:
+        """The attack's settings (``eps``, ``unit``, ... as given), for logs and results files."""
         return {
             "eps": self.eps,
             "unit": self.unit,

@@ -103,6 +103,6 @@ class IterativeFGSM(Attack):
             adv = project(adv, images, eps, "linf", self.data_range)
         return adv
 
-    def _repr_args(self) -> dict:
-        return {**super()._repr_args(), "alpha": self.alpha, "num_steps": self.num_steps}
+    def settings(self) -> dict:
+        return {**super().settings(), "alpha": self.alpha, "num_steps": self.num_steps}
 

@@ -113,9 +113,9 @@ class PGD(Attack):
             adv = project(adv + alpha * step, images, eps, self.norm, self.data_range)
         return adv
 
-    def _repr_args(self) -> dict:
+    def settings(self) -> dict:
         return {
-            **super()._repr_args(),
+            **super().settings(),
             "alpha": self.alpha,
             "num_steps": self.num_steps,
             "norm": self.norm,

@@ -1,0 +1,302 @@
+"""Benchmark ``monai_ext.attacks.PGD``: its time over the floor of plain gradient passes, and against torchattacks.
+
+For each network (MONAI's U-Net and the project's NLCEN, eval mode, random weights from a fixed seed unless a
+checkpoint is given) and each number of steps (10 and 40 by default), on one batch (8 x 1 x 224 x 224 by default):
+
+- **floor**: ``steps`` plain passes of forward + cross-entropy + ``torch.autograd.grad(loss, x)`` on the batch, the
+  least work any gradient attack of that many steps must do;
+- **ours**: ``monai_ext.attacks.PGD(eps=8, alpha=2, num_steps=steps, random_start=False, unit="levels")``, L-inf;
+  ratio ours / floor, target ``<= 1.10``;
+- **torchattacks**: ``torchattacks.PGD(model, eps=8/255, alpha=2/255, steps=steps, random_start=False)`` on the same
+  network, batch and labels ``(B, H, W)`` long (its ``nn.CrossEntropyLoss()`` has mean reduction, as our
+  ``F.cross_entropy``; it puts the model in eval mode itself, ``set_model_training_mode`` left at its default
+  all-eval, and assumes inputs in ``[0, 1]``, our ``data_range``); max abs difference of the two adversarial batches
+  (target ``<= 1e-5``) and the time ratio ours / torchattacks. Skipped with a message when torchattacks is not
+  importable. Install it in the benchmark's environment only: ``pip install --no-deps torchattacks`` (its
+  torchvision requirement would replace the CPU torch); it is not a project dependency.
+
+Timing: the three methods of one (network, steps) case are measured in the same process, ``repeats`` rounds after
+one untimed warm-up round, the order of the methods rotated from round to round, so that all see the same machine
+state; ratios use the best time of each (the least disturbed by other load), the medians are reported too.
+
+The batch is synthetic (seeded): smooth noise scaled to exactly ``[0, 1]`` (so that the data-range clip is active)
+and labels = ``image > 0.5``.
+
+Usage::
+
+    python benchmarks/bench_attacks.py        # batch 8, 224 x 224, steps 10 40, unet nlcen; writes results JSON
+    python benchmarks/bench_attacks.py --batch 2 --size 64 --steps 2 4 --repeats 2 --output /tmp/bench_attacks.json
+    python benchmarks/bench_attacks.py --checkpoint unet=path/to/model.pt   # trained weights instead of random
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_attacks.json"
+FLOOR_TARGET = 1.10  # ours / floor
+DIFF_TARGET = 1e-5  # max |ours - torchattacks|
+EPS_LEVELS, ALPHA_LEVELS = 8, 2
+NETWORKS = ("unet", "nlcen")
+
+
+def build_network(name: str, seed: int, checkpoint: str | None = None) -> nn.Module:
+    """The network ``name`` in eval mode: random weights from ``seed``, or the state dict at ``checkpoint``."""
+    torch.manual_seed(seed)
+    if name == "unet":
+        from monai.networks.nets import UNet
+
+        net = UNet(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=2,
+            channels=(16, 32, 64, 128, 256),
+            strides=(2, 2, 2, 2),
+            num_res_units=2,
+        )
+    elif name == "nlcen":
+        from monai_ext.networks.nets import NLCEN
+
+        net = NLCEN(spatial_dims=2, in_channels=1, out_channels=2, backbone="resnet18")
+    else:
+        raise ValueError(f"unknown network {name!r}, must be one of {', '.join(NETWORKS)}.")
+    if checkpoint:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model", "network"):
+            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+                state = state[key]
+        net.load_state_dict(state)
+    return net.eval()
+
+
+def make_batch(batch: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(B, 1, size, size)`` in exactly ``[0, 1]`` and labels ``(B, 1, size, size)`` float class indices."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.rand(batch, 1, size, size, generator=gen)
+    smooth = F.avg_pool2d(noise, kernel_size=9, stride=1, padding=4, count_include_pad=False)
+    lo = smooth.amin(dim=(1, 2, 3), keepdim=True)
+    hi = smooth.amax(dim=(1, 2, 3), keepdim=True)
+    images = ((smooth - lo) / (hi - lo)).clamp(0.0, 1.0).contiguous()
+    labels = (images > 0.5).float()
+    return images, labels
+
+
+def floor_passes(net: nn.Module, images: torch.Tensor, target: torch.Tensor, steps: int) -> torch.Tensor:
+    """``steps`` plain forward + loss + input-gradient passes: the minimum work of a ``steps``-step gradient attack."""
+    grad = None
+    for _ in range(steps):
+        x = images.detach().requires_grad_(True)
+        loss = F.cross_entropy(net(x), target)
+        (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def _timed(fn) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def run_case(
+    net: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int, repeats: int, torchattacks
+) -> dict:
+    """Time the floor, our PGD and (if available) torchattacks' PGD on one batch, interleaved; compare outputs."""
+    from monai_ext.attacks import PGD
+
+    target = labels[:, 0].long()  # (B, H, W) for nn.CrossEntropyLoss / F.cross_entropy
+    ours = PGD(eps=EPS_LEVELS, alpha=ALPHA_LEVELS, num_steps=steps, random_start=False, unit="levels")
+    methods = {
+        "floor": lambda: floor_passes(net, images, target, steps),
+        "ours": lambda: ours(net, images, labels),
+    }
+    if torchattacks is not None:
+        theirs = torchattacks.PGD(
+            net, eps=EPS_LEVELS / 255, alpha=ALPHA_LEVELS / 255, steps=steps, random_start=False
+        )
+        theirs.set_model_training_mode(model_training=False, batchnorm_training=False, dropout_training=False)
+        methods["torchattacks"] = lambda: theirs(images, target)
+
+    names = list(methods)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    outputs: dict[str, torch.Tensor] = {}
+    for round_ in range(repeats + 1):  # round 0: untimed warm-up
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+        for name in order:
+            elapsed, out = _timed(methods[name])
+            if round_ == 0:
+                outputs[name] = out
+            else:
+                times[name].append(elapsed)
+
+    res: dict = {"steps": steps, "times_s": times}
+    res["best_s"] = {k: min(v) for k, v in times.items()}
+    res["median_s"] = {k: statistics.median(v) for k, v in times.items()}
+    res["ours_over_floor"] = res["best_s"]["ours"] / res["best_s"]["floor"]
+    res["ours_over_floor_median"] = res["median_s"]["ours"] / res["median_s"]["floor"]
+    res["floor_target_pass"] = res["ours_over_floor"] <= FLOOR_TARGET
+    if torchattacks is not None:
+        ours_adv, their_adv = outputs["ours"], outputs["torchattacks"]
+        diff = (ours_adv - their_adv).abs()
+        eps = EPS_LEVELS / 255
+        res["max_abs_diff"] = float(diff.max())
+        res["num_diff_values"] = int((diff > 0).sum())
+        res["num_diff_values_gt_1e-5"] = int((diff > DIFF_TARGET).sum())
+        res["num_values"] = diff.numel()
+        res["diff_target_pass"] = res["max_abs_diff"] <= DIFF_TARGET
+        res["ours_over_torchattacks"] = res["best_s"]["ours"] / res["best_s"]["torchattacks"]
+        res["ours_over_torchattacks_median"] = res["median_s"]["ours"] / res["median_s"]["torchattacks"]
+        # sanity: both in the ball and the data range
+        for name, adv in (("ours", ours_adv), ("torchattacks", their_adv)):
+            res[f"{name}_linf"] = float((adv - images).abs().max())
+            res[f"{name}_in_ball"] = bool(res[f"{name}_linf"] <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1)
+    return res
+
+
+def _import_torchattacks():
+    try:
+        import torchattacks
+    except Exception as e:  # ImportError, or a broken install
+        print(
+            f"torchattacks is not importable ({type(e).__name__}: {e}): skipping the comparison. Install it in the "
+            "benchmark's environment with `pip install --no-deps torchattacks`.",
+            flush=True,
+        )
+        return None
+    return torchattacks
+
+
+def _parse_checkpoints(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or name not in NETWORKS:
+            raise SystemExit(f"--checkpoint must be NETWORK=PATH with NETWORK in {NETWORKS}, got {item!r}")
+        out[name] = path
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224, help="side length of the square images")
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 40], help="PGD step counts")
+    parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up round")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and the synthetic batch")
+    parser.add_argument(
+        "--checkpoint", action="append", default=[], metavar="NETWORK=PATH", help="state dict instead of random"
+    )
+    parser.add_argument("--no-torchattacks", action="store_true", help="skip the torchattacks comparison")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.batch < 1 or args.size < 1 or min(args.steps) < 1:
+        raise SystemExit("--batch, --size, --steps and --repeats must be >= 1")
+    checkpoints = _parse_checkpoints(args.checkpoint)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torchattacks = None if args.no_torchattacks else _import_torchattacks()
+    images, labels = make_batch(args.batch, args.size, args.seed)
+    print(
+        f"PGD L-inf eps={EPS_LEVELS}/255 alpha={ALPHA_LEVELS}/255 no random start; batch {args.batch} x 1 x "
+        f"{args.size} x {args.size}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"best of {args.repeats} rounds",
+        flush=True,
+    )
+
+    results = []
+    for name in args.networks:
+        net = build_network(name, args.seed, checkpoints.get(name))
+        for steps in args.steps:
+            res = {"network": name, "weights": checkpoints.get(name, f"random (seed {args.seed})")}
+            res.update(run_case(net, images, labels, steps, args.repeats, torchattacks))
+            results.append(res)
+            msg = f"  {name:6s} {steps:3d} steps: floor {res['best_s']['floor']:.3f} s, ours {res['best_s']['ours']:.3f} s"
+            if "torchattacks" in res["best_s"]:
+                msg += f", torchattacks {res['best_s']['torchattacks']:.3f} s, max diff {res['max_abs_diff']:.3g}"
+            print(msg, flush=True)
+        del net
+
+    has_ta = torchattacks is not None
+    header = f"{'network':>7} {'steps':>5} {'floor s':>8} {'ours s':>8} {'ours/floor':>10} {'<=1.10':>6}"
+    if has_ta:
+        header += f" {'t.attacks s':>11} {'ours/t.a.':>9} {'max|diff|':>9} {'<=1e-5':>6}"
+    print(f"\nbest times; ratios of best times (medians in the JSON)\n{header}\n{'-' * len(header)}")
+    for r in results:
+        row = (
+            f"{r['network']:>7} {r['steps']:>5} {r['best_s']['floor']:>8.3f} {r['best_s']['ours']:>8.3f} "
+            f"{r['ours_over_floor']:>10.3f} {'PASS' if r['floor_target_pass'] else 'FAIL':>6}"
+        )
+        if has_ta:
+            row += (
+                f" {r['best_s']['torchattacks']:>11.3f} {r['ours_over_torchattacks']:>9.3f} "
+                f"{r['max_abs_diff']:>9.2g} {'PASS' if r['diff_target_pass'] else 'FAIL':>6}"
+            )
+        print(row)
+
+    floor_pass = all(r["floor_target_pass"] for r in results)
+    diff_pass = all(r["diff_target_pass"] for r in results) if has_ta else None
+    print(f"\nours / floor <= {FLOOR_TARGET}: {'PASS' if floor_pass else 'FAIL'}")
+    if has_ta:
+        print(f"max |ours - torchattacks| <= {DIFF_TARGET:g}: {'PASS' if diff_pass else 'FAIL'}")
+    else:
+        print("torchattacks comparison: SKIPPED (not importable or --no-torchattacks)")
+
+    report = {
+        "benchmark": "monai_ext.attacks.PGD vs floor of plain forward+backward passes, and vs torchattacks.PGD",
+        "config": {
+            "batch": args.batch,
+            "size": args.size,
+            "steps": args.steps,
+            "networks": args.networks,
+            "repeats": args.repeats,
+            "seed": args.seed,
+            "checkpoints": checkpoints,
+            "eps": f"{EPS_LEVELS}/255",
+            "alpha": f"{ALPHA_LEVELS}/255",
+            "norm": "linf",
+            "random_start": False,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpus": _cpu_count(),
+        },
+        "torchattacks": getattr(torchattacks, "__version__", None) if has_ta else None,
+        "time_method": (
+            "one process; per case one untimed warm-up round then `repeats` rounds, the order of the methods rotated "
+            "each round; ratios of the best times (medians also given)"
+        ),
+        "results": results,
+        "targets": {
+            "ours_over_floor_le_1.10": "PASS" if floor_pass else "FAIL",
+            "max_abs_diff_le_1e-5": ("PASS" if diff_pass else "FAIL") if has_ta else "SKIPPED",
+        },
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _cpu_count() -> int | None:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

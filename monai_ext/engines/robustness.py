@@ -1,0 +1,182 @@
+"""Robustness sweep: a network's Dice and Jaccard on a dataset under an attack at each of several budgets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from monai.engines import SupervisedEvaluator
+from monai.handlers import MeanDice, MeanIoUHandler, from_engine
+from monai.inferers import Inferer, SimpleInferer
+from monai.transforms import Activationsd, AsDiscreted, Compose
+from torch import nn
+from torch.utils.data import DataLoader
+
+from monai_ext.handlers import AdversarialPrepareBatch
+from monai_ext.visualize import plot_robustness_curves
+
+__all__ = ["RobustnessSweep"]
+
+logger = logging.getLogger(__name__)
+
+
+def _describe(attack: Callable) -> dict[str, Any]:
+    """The name and settings of an attack, with values JSON can hold (others as their ``repr``)."""
+    settings = attack.settings() if hasattr(attack, "settings") else {}
+    plain = (str, int, float, bool, type(None))
+
+    def jsonable(value: Any) -> Any:
+        if isinstance(value, plain):
+            return value
+        if isinstance(value, (list, tuple)) and all(isinstance(v, plain) for v in value):
+            return list(value)
+        return repr(value)
+
+    return {"name": type(attack).__name__, **{k: jsonable(v) for k, v in settings.items()}}
+
+
+class RobustnessSweep:
+    """
+    Evaluate a segmentation network on a dataset under an attack at every budget of a list (the robustness curve
+    of the NLCEN paper, Fig. 4 and 7), with MONAI's :py:class:`~monai.engines.SupervisedEvaluator`: for each
+    ``eps`` the evaluator's ``prepare_batch`` is an :py:class:`~monai_ext.handlers.AdversarialPrepareBatch` of
+    ``attack(eps)``, and ``MeanDice`` / ``MeanIoUHandler`` (background excluded) score the argmax predictions on
+    the attacked images against the true labels. ``eps = 0`` is the clean evaluation.
+
+    Metrics are computed at the network's input resolution (the resolution the attack works at).
+
+    Args:
+        network: the segmentation network, returning logits ``(B, num_classes, *spatial)`` in eval mode.
+        dataloader: batches of ``{"image": (B, C, *spatial), "label": (B, 1, *spatial)}`` with class-index labels
+            and images in the attack's data range.
+        attack: a factory ``attack(eps) -> callable(network, images, labels) -> images`` (for example
+            ``functools.partial(monai_ext.attacks.IterativeFGSM, target="inverse")``).
+        epsilons: the budgets, in the attack's unit (intensity levels by default), each ``>= 0``.
+        num_classes: number of classes, background included.
+        device: where the network and the batches run.
+        inferer: the evaluator's inferer; ``SimpleInferer`` by default.
+        output_dir: if given, :py:meth:`run` writes ``<name>.json`` and ``<name>.png`` there.
+        name: file name stem of the outputs.
+        label: the curve's legend label in the plot.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        dataloader: DataLoader,
+        attack: Callable[[float], Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]],
+        epsilons: Sequence[float],
+        num_classes: int,
+        device: str | torch.device = "cpu",
+        inferer: Inferer | None = None,
+        output_dir: str | Path | None = None,
+        name: str = "robustness",
+        label: str = "network",
+    ) -> None:
+        epsilons = [float(e) for e in epsilons]
+        if not epsilons:
+            raise ValueError("epsilons must list at least one budget.")
+        bad = [e for e in epsilons if not e >= 0.0]  # also refuses NaN
+        if bad:
+            raise ValueError(f"every epsilon must be >= 0, got {bad}.")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}.")
+        self.network = network
+        self.dataloader = dataloader
+        self.attack = attack
+        self.epsilons = epsilons
+        self.num_classes = num_classes
+        self.device = torch.device(device)
+        self.inferer = SimpleInferer() if inferer is None else inferer
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.name = name
+        self.label = label
+
+    def _evaluator(self, eps: float) -> SupervisedEvaluator:
+        prepare_batch = AdversarialPrepareBatch(self.attack(eps), self.network) if eps > 0 else None
+        kwargs: dict[str, Any] = {} if prepare_batch is None else {"prepare_batch": prepare_batch}
+        metric_args = {"include_background": False, "output_transform": from_engine(["pred", "label"])}
+        return SupervisedEvaluator(
+            device=self.device,
+            val_data_loader=self.dataloader,
+            network=self.network,
+            inferer=self.inferer,
+            postprocessing=Compose(
+                [
+                    Activationsd(keys="pred", softmax=True),
+                    AsDiscreted(keys=["pred", "label"], argmax=[True, False], to_onehot=self.num_classes),
+                ]
+            ),
+            key_val_metric={"mean_dice": MeanDice(**metric_args)},
+            additional_metrics={"mean_jaccard": MeanIoUHandler(**metric_args)},
+            **kwargs,
+        )
+
+    def _log_progress(self, index: int) -> Callable[[Engine], None]:
+        def log(engine: Engine) -> None:
+            logger.info(
+                "eps %g (%d/%d): batch %d/%d",
+                self.epsilons[index],
+                index + 1,
+                len(self.epsilons),
+                engine.state.iteration,
+                engine.state.epoch_length,
+            )
+
+        return log
+
+    def run(self) -> dict[str, Any]:
+        """
+        Run the sweep.
+
+        Returns:
+            ``{"label", "attacks", "num_images", "results": [{"epsilon", "mean_dice", "mean_jaccard", "seconds"}]}``
+            (``attacks``: the name and settings of the attack at each budget above 0),
+            also written to ``output_dir/<name>.json`` with the curve in ``output_dir/<name>.png`` when
+            ``output_dir`` is set.
+        """
+        results = []
+        for index, eps in enumerate(self.epsilons):
+            evaluator = self._evaluator(eps)
+            evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._log_progress(index))
+            start = time.perf_counter()
+            evaluator.run()
+            entry = {
+                "epsilon": eps,
+                "mean_dice": float(evaluator.state.metrics["mean_dice"]),
+                "mean_jaccard": float(evaluator.state.metrics["mean_jaccard"]),
+                "seconds": round(time.perf_counter() - start, 2),
+            }
+            results.append(entry)
+            logger.info(
+                "eps %g: mean Dice %.4f, mean Jaccard %.4f (%.1f s)",
+                eps,
+                entry["mean_dice"],
+                entry["mean_jaccard"],
+                entry["seconds"],
+            )
+        summary = {
+            "label": self.label,
+            "attacks": [_describe(self.attack(eps)) for eps in self.epsilons if eps > 0],
+            "num_images": len(self.dataloader.dataset),  # type: ignore[arg-type]
+            "results": results,
+        }
+        if self.output_dir is not None:
+            self.write(summary)
+        return summary
+
+    def write(self, summary: dict[str, Any]) -> None:
+        """Write ``summary`` to ``output_dir/<name>.json`` and its curve to ``output_dir/<name>.png``."""
+        if self.output_dir is None:
+            raise ValueError("RobustnessSweep.write needs an output_dir.")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / f"{self.name}.json", "w") as f:
+            json.dump(summary, f, indent=2)
+        plot_robustness_curves([summary], self.output_dir / f"{self.name}.png")
+        logger.info("wrote %s and %s", self.output_dir / f"{self.name}.json", self.output_dir / f"{self.name}.png")
