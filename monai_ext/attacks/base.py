@@ -200,8 +200,13 @@ def attack_mode(network: nn.Module) -> Iterator[nn.Module]:
     try:
         yield network
     finally:
-        for module, training in modes:
-            module.train(training)
+        # one recursive ``train`` from the top, then only the modules whose own mode differs from it (``train``
+        # recurses, so restoring every module one by one costs quadratic time in the network's depth)
+        top_mode = modes[0][1]
+        network.train(top_mode)
+        for module, training in modes[1:]:
+            if training != top_mode:
+                module.training = training
 
 
 def network_logits(network: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,140 @@
+"""
+The NLCEN paper's robustness study (Fig. 4, 7, 8) on a dataset folder: train each network variant with
+``bundles/nlcen/configs/train.json``, sweep it with targeted I-FGSM (``robustness.json``) and untargeted PGD
+(``robustness.json`` + ``robustness_pgd.json``), and gather the curves into one table and one plot.
+
+Every step is the bundle's own config run through ``monai.bundle.run`` with overrides, so each result can be
+reproduced with the ``python -m monai.bundle run ...`` command the script logs. A variant whose checkpoint
+exists is not retrained; a sweep whose JSON exists is not rerun (delete it to redo it).
+
+Example (the JSRT study of bundles/nlcen/docs/README.md)::
+
+    python scripts/nlcen_robustness_study.py --dataset_dir ../shared/datasets/jsrt_scr_224 \
+        --variants "[unet, unet_nlce, nlcen]" --max_images 40
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import fire
+from monai.bundle import run
+
+from monai_ext.visualize import plot_robustness_curves
+
+CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "nlcen" / "configs"
+
+_UNET = {
+    "spatial_dims": 2,
+    "in_channels": "@in_channels",
+    "out_channels": "@num_classes",
+    "channels": [16, 32, 64, 128, 256],
+    "strides": [2, 2, 2, 2],
+    "num_res_units": 2,
+}
+
+#: the networks of the study: name -> (legend label, overrides of the bundle configs)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "nlcen": ("NLCEN", {}),
+    "nlcen_wo_nlce": ("NLCEN w/o NLCE", {"network_def#use_nlce": False}),
+    "nlcen_wo_nl": ("NLCEN w/o NL", {"network_def#use_nonlocal": False}),
+    "nlcen_wo_ce": ("NLCEN w/o CE", {"network_def#use_context": False}),
+    "unet": ("U-Net", {"network_def": {"_target_": "monai.networks.nets.UNet", **_UNET}}),
+    "unet_nlce": ("U-Net + NLCE", {"network_def": {"_target_": "monai_ext.networks.nets.NLCEUNet", **_UNET}}),
+}
+
+
+def _command(config: str | list[str], overrides: dict[str, Any]) -> str:
+    files = config if isinstance(config, str) else "['" + "','".join(config) + "']"
+    args = " ".join(f"--{k} '{json.dumps(v)}'" if not isinstance(v, str) else f"--{k} {v}" for k, v in overrides.items())
+    return f'python -m monai.bundle run --config_file "{files}" {args}'
+
+
+def _run(config: str | list[str], overrides: dict[str, Any]) -> None:
+    logging.getLogger("nlcen_study").info("running: %s", _command(config, overrides))
+    run(config_file=config, **overrides)
+
+
+def study(
+    dataset_dir: str,
+    variants: list[str] | tuple[str, ...] = tuple(VARIANTS),
+    work_dir: str = "bundles/nlcen/study",
+    epochs: int = 60,
+    max_images: int | None = None,
+    epsilons: list[float] | tuple[float, ...] = (0, 0.5, 1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32),
+    pgd_epsilons: list[float] | tuple[float, ...] = (0, 1, 2, 4, 8, 16, 32),
+    pgd_steps: int = 40,
+) -> str:
+    """
+    Train and sweep the variants, then write ``<work_dir>/robustness_study.{md,json,png}``.
+
+    Args:
+        dataset_dir: the dataset folder (``dataset.json`` or ``images/`` + ``masks/``).
+        variants: names from ``VARIANTS``.
+        work_dir: where checkpoints (``<name>/models``) and sweeps (``<name>/eval``) go.
+        epochs: training epochs of every variant.
+        max_images: attack only the first ``max_images`` test images (``None``: all).
+        epsilons: budgets of the targeted I-FGSM sweep, in 8-bit intensity levels.
+        pgd_epsilons: budgets of the untargeted PGD sweep (random start), in 8-bit intensity levels.
+        pgd_steps: PGD iterations.
+
+    Returns:
+        the markdown table.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}.")
+    work = Path(work_dir)
+    summaries: dict[str, dict[str, dict]] = {"ifgsm": {}, "pgd": {}}
+    for name in variants:
+        label, net = VARIANTS[name]
+        root = work / name
+        common = {"dataset_dir": dataset_dir, **net}
+        ckpt = root / "models" / "model.pt"
+        if not ckpt.exists():
+            _run(
+                str(CONFIGS / "train.json"),
+                {**common, "ckpt_dir": str(ckpt.parent), "output_dir": str(root / "runs"), "epochs": epochs},
+            )
+        sweep = {**common, "ckpt_path": str(ckpt), "eval_dir": str(root / "eval"), "label": label, "max_images": max_images}
+        for kind, configs, eps in (
+            ("ifgsm", str(CONFIGS / "robustness.json"), epsilons),
+            ("pgd", [str(CONFIGS / "robustness.json"), str(CONFIGS / "robustness_pgd.json")], pgd_epsilons),
+        ):
+            out = root / "eval" / ("robustness.json" if kind == "ifgsm" else "robustness_pgd.json")
+            if not out.exists():
+                extra = {"epsilons": list(eps)} if kind == "ifgsm" else {"epsilons": list(eps), "attack#num_steps": pgd_steps}
+                _run(configs, {**sweep, **extra})
+            summaries[kind][name] = json.loads(out.read_text())
+
+    plot_robustness_curves(
+        list(summaries["ifgsm"].values()), work / "robustness_study.png", title="targeted I-FGSM", xlabel="epsilon (levels)"
+    )
+    plot_robustness_curves(
+        list(summaries["pgd"].values()), work / "robustness_study_pgd.png", title=f"untargeted PGD-{pgd_steps}", xlabel="epsilon (levels)"
+    )
+    (work / "robustness_study.json").write_text(json.dumps(summaries, indent=2))
+    table = _table(summaries["ifgsm"], "targeted I-FGSM (Dice / Jaccard)") + "\n" + _table(
+        summaries["pgd"], f"untargeted PGD-{pgd_steps}, random start (Dice / Jaccard)"
+    )
+    (work / "robustness_study.md").write_text(table)
+    print(table)
+    return table
+
+
+def _table(summaries: dict[str, dict], title: str) -> str:
+    eps = sorted({r["epsilon"] for s in summaries.values() for r in s["results"]})
+    lines = [f"**{title}**", "", "| network | " + " | ".join(f"eps {e:g}" for e in eps) + " |", "|---" * (len(eps) + 1) + "|"]
+    for summary in summaries.values():
+        by_eps = {r["epsilon"]: r for r in summary["results"]}
+        cells = [f"{by_eps[e]['mean_dice']:.3f} / {by_eps[e]['mean_jaccard']:.3f}" if e in by_eps else "" for e in eps]
+        lines.append(f"| {summary['label']} ({summary['num_images']} images) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    fire.Fire(study)
