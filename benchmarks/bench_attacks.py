@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -44,6 +43,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from common import machine_info
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_attacks.json"
 FLOOR_TARGET = 1.10  # ours / floor
@@ -282,13 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             "norm": "linf",
             "random_start": False,
         },
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpus": _cpu_count(),
-        },
+        "machine": machine_info(),
         "torchattacks": getattr(torchattacks, "__version__", None) if has_ta else None,
         "time_method": (
             "one process; per case one untimed warm-up round then `repeats` rounds, the order of the methods rotated "
@@ -305,12 +300,6 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.output}")
     return 0
-
-
-def _cpu_count() -> int | None:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 if __name__ == "__main__":

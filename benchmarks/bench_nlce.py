@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from common import machine_info
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_nlce.json"
 TARGET_SIZE = 128
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": args.repeats,
             "large_repeats": args.large_repeats,
         },
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": _cpu_count()},
+        "machine": machine_info(),
         "memory_method": "fresh subprocess per case; ru_maxrss after first fwd+bwd minus VmRSS just before it",
         "time_method": "best (ratios, target) and median of timed fwd+bwd passes after the first pass",
         "results": results,
@@ -185,12 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.output}")
     return 0
-
-
-def _cpu_count() -> int | None:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 if __name__ == "__main__":

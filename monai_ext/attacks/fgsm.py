@@ -14,11 +14,9 @@ https://arxiv.org/abs/1412.6572; eq. 1 of the robust training paper, ``eta = eps
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
-from monai_ext.attacks.base import Attack, AttackObjective, LossLike, TargetLike
+from monai_ext.attacks.base import Attack, AttackObjective
 
 __all__ = ["FGSM"]
 
@@ -47,16 +45,6 @@ class FGSM(Attack):
         attack = FGSM(eps=8)
         adv = attack(network, images, labels)  # images (B, C, H, W) in [0, 1], labels (B, 1, H, W)
     """
-
-    def __init__(
-        self,
-        eps: float,
-        unit: str = "levels",
-        data_range: Sequence[float] = (0.0, 1.0),
-        loss: LossLike = "ce",
-        target: TargetLike = None,
-    ) -> None:
-        super().__init__(eps=eps, unit=unit, data_range=data_range, loss=loss, target=target)
 
     def perturb(self, objective: AttackObjective, images: torch.Tensor) -> torch.Tensor:
         adv = images + self.eps_data * objective.gradient(images).sign()
