@@ -1,0 +1,3 @@
+"""Losses of ``monai_ext``: ProtoSeg loss, GAN losses."""
+
+__all__: list[str] = []

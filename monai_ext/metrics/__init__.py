@@ -1,0 +1,3 @@
+"""Metrics of ``monai_ext``: ProtoSeg segmentation ability."""
+
+__all__: list[str] = []
