@@ -1,3 +1,4 @@
 from monai_ext.networks.blocks.nlce import NLCE, ContextEncoding, NonLocalBlock
+from monai_ext.networks.blocks.sagan import SelfAttention, SNResidualBlock, sn_conv
 
-__all__ = ["NLCE", "ContextEncoding", "NonLocalBlock"]
+__all__ = ["NLCE", "ContextEncoding", "NonLocalBlock", "SelfAttention", "SNResidualBlock", "sn_conv"]
