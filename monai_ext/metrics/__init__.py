@@ -10,14 +10,20 @@ from monai_ext.metrics.protoseg import (
     mean_sa_score,
     protoseg,
 )
+from monai_ext.metrics.protoseg_quality import coverage_table, score_correlation
+from monai_ext.metrics.variance_of_gradients import VarianceOfGradients, load_state_dict
 
 __all__ = [
     "SAScoreMetric",
+    "VarianceOfGradients",
     "binarize_prediction",
     "class_weights",
     "compute_prototypes",
     "compute_sa_score",
+    "coverage_table",
     "dice_from_probabilities",
+    "load_state_dict",
     "mean_sa_score",
     "protoseg",
+    "score_correlation",
 ]

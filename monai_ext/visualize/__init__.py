@@ -1,5 +1,19 @@
 """Plots of ``monai_ext`` results, saved as PNG files."""
 
 from monai_ext.visualize.curves import plot_robustness_curves
+from monai_ext.visualize.protoseg import (
+    plot_layer_scores,
+    plot_noise_study,
+    plot_sams,
+    plot_score_correlation,
+    plot_unit_scores,
+)
 
-__all__ = ["plot_robustness_curves"]
+__all__ = [
+    "plot_layer_scores",
+    "plot_noise_study",
+    "plot_robustness_curves",
+    "plot_sams",
+    "plot_score_correlation",
+    "plot_unit_scores",
+]

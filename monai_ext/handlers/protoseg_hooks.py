@@ -1,0 +1,150 @@
+"""Forward hooks that record the feature maps of named modules of a network, for ProtoSeg analyses and losses."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["BASIC_UNET_LAYERS", "INPUT_LAYER", "FeatureRecorder", "batch_items", "item_name", "shape_groups"]
+
+#: the 18 convolution outputs (conv + norm + activation) of MONAI's ``BasicUNet``, in forward order: the
+#: 18 feature maps of the U-Net of the ProtoSeg paper (Fig. 4), early (1-4), deep abstract (5-14), late (15-18).
+BASIC_UNET_LAYERS: tuple[str, ...] = (
+    "conv_0.conv_0",
+    "conv_0.conv_1",
+    *(f"down_{i}.convs.conv_{j}" for i in (1, 2, 3, 4) for j in (0, 1)),
+    *(f"upcat_{i}.convs.conv_{j}" for i in (4, 3, 2, 1) for j in (0, 1)),
+)
+
+#: the name that records the network's input (its first positional argument) instead of a module's output.
+INPUT_LAYER = "input"
+
+#: how many module names an error message lists.
+_MAX_LISTED = 12
+
+
+class FeatureRecorder:
+    """
+    Record the outputs of named modules of ``network`` at every forward pass, with forward hooks: after
+    ``network(x)``, :py:meth:`pop` returns ``{name: feature map}`` for the layers of that pass. Each layer keeps
+    its latest output (a module called twice in one pass, or a sliding-window inferer, keeps the last call).
+
+    The name :data:`INPUT_LAYER` (``"input"``) records the network's input tensor, the "features" of the input
+    separability ``S_x`` of the ProtoSeg paper (section 4.7).
+
+    Example::
+
+        recorder = FeatureRecorder(net, BASIC_UNET_LAYERS)
+        logits = net(images)
+        features = recorder.pop()  # 18 tensors (B, C_l, *spatial_l)
+        recorder.remove()
+
+    Args:
+        network: the network to hook.
+        layers: names of modules as ``network.named_modules()`` gives them (``"down_1.convs.conv_0"``), and
+            optionally ``"input"``; ``None`` gives :data:`BASIC_UNET_LAYERS`.
+        detach: record detached tensors (analysis); ``False`` keeps the graph (a loss on the features).
+    """
+
+    def __init__(self, network: nn.Module, layers: Sequence[str] | None = None, detach: bool = True) -> None:
+        layers = list(BASIC_UNET_LAYERS if layers is None else layers)
+        if not layers:
+            raise ValueError("layers must name at least one module.")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers lists a name twice: {layers}.")
+        modules = dict(network.named_modules())
+        missing = [name for name in layers if name != INPUT_LAYER and name not in modules]
+        if missing:
+            names = [n for n in modules if n]
+            close = sorted({c for name in missing for c in difflib.get_close_matches(name, names, n=3)})
+            shallow = [n for n in names if n.count(".") <= 2]
+            listed = ", ".join(shallow[:_MAX_LISTED]) + (" ..." if len(shallow) > _MAX_LISTED else "")
+            raise ValueError(
+                f"{type(network).__name__} has no module named {', '.join(map(repr, missing))}"
+                + (f" (close: {', '.join(close)})" if close else "")
+                + f"; its modules include {listed} ({len(names)} in all, see network.named_modules()). "
+                "The default layers are the 18 convolutions of MONAI's BasicUNet; name your network's modules instead."
+            )
+        self.layers = layers
+        self.detach = detach
+        self._features: dict[str, torch.Tensor] = {}
+        self._handles = []
+        for name in layers:
+            if name == INPUT_LAYER:
+                self._handles.append(network.register_forward_pre_hook(self._input_hook))
+            else:
+                self._handles.append(modules[name].register_forward_hook(self._output_hook(name)))
+
+    def _keep(self, name: str, value: Any) -> None:
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"Layer {name!r} gave a {type(value).__name__}, not a tensor; hook a module that returns one.")
+        self._features[name] = value.detach() if self.detach else value
+
+    def _input_hook(self, module: nn.Module, args: tuple) -> None:
+        if not args:
+            raise TypeError(f"{type(module).__name__} was called without a positional input; cannot record {INPUT_LAYER!r}.")
+        self._keep(INPUT_LAYER, args[0])
+
+    def _output_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            self._keep(name, output)
+
+        return hook
+
+    def pop(self) -> dict[str, torch.Tensor]:
+        """
+        The recorded feature maps in the order of ``layers``, forgetting them.
+
+        Raises:
+            RuntimeError: a layer was not run since the last ``pop`` (no forward pass, or a branch not taken).
+        """
+        missing = [name for name in self.layers if name not in self._features]
+        if missing:
+            raise RuntimeError(f"No output recorded for layers {missing}: did the network run a forward pass?")
+        features = {name: self._features[name] for name in self.layers}
+        self._features = {}
+        return features
+
+    def clear(self) -> None:
+        """Forget the recorded feature maps."""
+        self._features = {}
+
+    def remove(self) -> None:
+        """Remove the hooks from the network."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.clear()
+
+    def __enter__(self) -> FeatureRecorder:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+
+def batch_items(data: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The items of a batch as a list of (C, *spatial) tensors: a batched tensor is split along its first dim,
+    a list (a decollated engine output, as after MONAI's postprocessing) is returned as a list."""
+    if isinstance(data, torch.Tensor):
+        return list(data)
+    return [torch.as_tensor(item) for item in data]
+
+
+def item_name(item: Any, fallback: str) -> str:
+    """The file name an item was loaded from (``MetaTensor`` meta data ``filename_or_obj``), or ``fallback``."""
+    meta = getattr(item, "meta", None)
+    name = meta.get("filename_or_obj") if isinstance(meta, dict) else None
+    return str(name) if name else fallback
+
+
+def shape_groups(*items: Sequence[torch.Tensor]) -> list[list[int]]:
+    """Indices of items that can be stacked into one batch: all of them when every list holds tensors of one
+    shape, else one group per item (images of different sizes after MONAI's ``Invertd``)."""
+    if all(len({tuple(x.shape) for x in group}) <= 1 for group in items):
+        return [list(range(len(items[0])))]
+    return [[i] for i in range(len(items[0]))]
