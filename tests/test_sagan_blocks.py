@@ -1,4 +1,4 @@
-"""Tests of monai_ext.networks.blocks.sagan: SAGAN self-attention and spectral-norm residual blocks, against naive references."""
+"""Tests of monai_ext.networks.blocks.sagan: self-attention and spectral-norm residual blocks vs naive references."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ from monai_ext.networks.blocks import SelfAttention, SNResidualBlock, sn_conv
 SHAPES = {1: (2, 16, 9), 2: (2, 16, 5, 7), 3: (2, 16, 3, 4, 5)}  # (B, C, *spatial)
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster than two, and much faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _conv1x1(x: torch.Tensor, conv: torch.nn.Module) -> torch.Tensor:

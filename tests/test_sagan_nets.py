@@ -13,6 +13,15 @@ from monai_ext.networks.nets import SAGANDiscriminator, SAGANGenerator
 SMALL = (4, 8, 8, 16)  # channels of 4 levels: spatial sizes divisible by 8
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster than two, and much faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("spatial_dims, spatial", [(2, (16, 24)), (3, (8, 16, 8)), (1, (32,))])
 @pytest.mark.parametrize("training", [True, False])
 def test_generator_shapes(spatial_dims, spatial, training):
