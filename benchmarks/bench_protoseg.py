@@ -1,0 +1,122 @@
+"""Benchmark the ProtoSeg layer analysis: inference with all 18 BasicUNet layers analysed over plain inference.
+
+Plain inference is the eval-mode forward pass of MONAI's ``BasicUNet`` without gradients (what
+``SimpleInferer`` does in an evaluator). Analysed inference is the same forward pass with the
+:class:`monai_ext.handlers.ProtoSegLayerHandler` hooks recording the 18 convolution outputs and the input,
+followed by the handler's per-batch work (``ProtoSegLayerHandler.score``: prototypes, probability maps upsampled to
+the label's resolution, SAMs and Dice for the input and the 18 layers, and the output's Dice); the unit analysis
+and SAM images are off. A second analysed case adds the unit analysis of the last layer (every channel scored).
+
+Both run on the same batch in one process, alternating, after a warm-up pass of each; the ratio uses the best time
+of each (the least disturbed by other load on the machine), the median ratio is reported too. Target: ratio <= 1.5.
+
+Usage::
+
+    python benchmarks/bench_protoseg.py                       # writes benchmarks/results/bench_protoseg.json
+    python benchmarks/bench_protoseg.py --size 128 --batch 4 --features 16 16 32 64 128 16 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import machine_info
+from monai.networks.nets import BasicUNet
+
+from monai_ext.handlers import ProtoSegLayerHandler
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_protoseg.json"
+TARGET_RATIO = 1.5
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256, help="image side length")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--in-channels", type=int, default=1)
+    parser.add_argument("--features", type=int, nargs=6, default=[32, 32, 64, 128, 256, 32], help="BasicUNet features")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes of each case after the warm-up")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    net = BasicUNet(2, args.in_channels, 2, features=args.features, act="relu", norm="batch").eval()
+    images = torch.rand(args.batch, args.in_channels, args.size, args.size)
+    labels = torch.zeros(args.batch, 1, args.size, args.size)
+    labels[..., args.size // 4 : 3 * args.size // 4, args.size // 3 : 2 * args.size // 3] = 1.0
+    layers_only = ProtoSegLayerHandler(net, None, unit_layer=None, num_sam_images=0)
+    with_units = ProtoSegLayerHandler(net, None, unit_layer=-1, num_sam_images=0)
+    names = [f"image_{i}" for i in range(args.batch)]
+
+    def plain() -> None:
+        with torch.no_grad():
+            net(images)
+
+    def analysed(handler: ProtoSegLayerHandler) -> None:
+        with torch.no_grad():
+            pred = net(images)
+        handler.score(handler.recorder.pop(), pred, labels, names)
+
+    cases = {"plain": plain, "layers": lambda: analysed(layers_only), "layers+units": lambda: analysed(with_units)}
+    # each handler's hooks record every forward pass: the inactive ones are cleared before each case
+    for fn in cases.values():  # warm-up
+        layers_only.recorder.clear(), with_units.recorder.clear()
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(args.repeats):
+        for name, fn in cases.items():
+            layers_only.recorder.clear(), with_units.recorder.clear()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+
+    best = {name: min(t) for name, t in times.items()}
+    median = {name: statistics.median(t) for name, t in times.items()}
+    ratios = {
+        name: {"best": best[name] / best["plain"], "median": median[name] / median["plain"]}
+        for name in ("layers", "layers+units")
+    }
+    print(
+        f"\nProtoSeg layer analysis, BasicUNet features {args.features}, batch {args.batch} x {args.in_channels} x "
+        f"{args.size} x {args.size}, {args.repeats} timed passes per case"
+    )
+    header = f"{'case':>14} {'best s':>8} {'median s':>9} {'ratio (best)':>13} {'ratio (median)':>15}"
+    print(header)
+    print("-" * len(header))
+    for name in cases:
+        extra = f"{ratios[name]['best']:>13.3f} {ratios[name]['median']:>15.3f}" if name in ratios else ""
+        print(f"{name:>14} {best[name]:>8.3f} {median[name]:>9.3f} {extra}")
+    passed = ratios["layers"]["best"] <= TARGET_RATIO
+    print(f"\ntarget: 18 layers (+ input) analysed / plain <= {TARGET_RATIO}: {'PASS' if passed else 'FAIL'}")
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "benchmark": "ProtoSeg: inference with the 18 BasicUNet layers (and the input) analysed / plain inference",
+        "config": {
+            "size": args.size,
+            "batch": args.batch,
+            "in_channels": args.in_channels,
+            "features": args.features,
+            "repeats": args.repeats,
+        },
+        "machine": machine_info(),
+        "time_method": "same batch, one process, cases alternating after a warm-up; ratio of the best times",
+        "times_s": times,
+        "best_s": best,
+        "median_s": median,
+        "ratios": ratios,
+        "target": {"max_ratio": TARGET_RATIO, "pass": passed},
+    }
+    args.output.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
