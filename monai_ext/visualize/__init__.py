@@ -8,6 +8,7 @@ from monai_ext.visualize.protoseg import (
     plot_score_correlation,
     plot_unit_scores,
 )
+from monai_ext.visualize.segmentation import plot_segmentations
 
 __all__ = [
     "plot_layer_scores",
@@ -15,5 +16,6 @@ __all__ = [
     "plot_robustness_curves",
     "plot_sams",
     "plot_score_correlation",
+    "plot_segmentations",
     "plot_unit_scores",
 ]
