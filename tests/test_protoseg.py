@@ -229,3 +229,17 @@ def test_bad_inputs_raise_clear_errors() -> None:
         compute_sa_score(f, m, torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError, match="tissue_mask"):
         protoseg(f, m, tissue_mask=torch.ones(1, 2, 4, 4))
+
+
+def test_probability_map_equals_the_direct_distance_formula() -> None:
+    # protoseg computes softmax(2 f.c - |c|^2) on centred features: compare with softmax(-|f - c|^2) in float64,
+    # on features far from 0 (the centring keeps float32 accurate) and per unit
+    gen = torch.Generator().manual_seed(5)
+    f = 1000.0 + torch.randn(2, 3, 6, 5, generator=gen, dtype=torch.float64)
+    m = (torch.rand(2, 1, 6, 5, generator=gen) > 0.5).double()
+    weights = torch.cat([1 - m, m], 1)
+    protos = torch.einsum("bkhw,bchw->bkc", weights, f) / weights.sum((2, 3))[..., None]
+    sq = (f[:, None] - protos[..., None, None]) ** 2  # (B, K, C, H, W)
+    torch.testing.assert_close(protoseg(f, m), torch.softmax(-sq.sum(2), dim=1))
+    torch.testing.assert_close(protoseg(f, m, per_unit=True), torch.softmax(-sq.transpose(1, 2), dim=2))
+    torch.testing.assert_close(protoseg(f.float(), m.float()), torch.softmax(-sq.sum(2), dim=1).float(), atol=1e-4, rtol=0)

@@ -26,7 +26,13 @@ from monai_ext.handlers.protoseg_hooks import (
     item_name,
     shape_groups,
 )
-from monai_ext.metrics.protoseg import binarize_prediction, compute_sa_score, dice_from_probabilities, protoseg
+from monai_ext.metrics.protoseg import (
+    binarize_prediction,
+    compute_layer_sa_scores,
+    compute_sa_score,
+    dice_from_probabilities,
+    protoseg,
+)
 from monai_ext.visualize.protoseg import plot_layer_scores, plot_sams, plot_unit_scores
 
 __all__ = ["ProtoSegLayerHandler", "mean_std"]
@@ -177,8 +183,8 @@ class ProtoSegLayerHandler:
         label = (label.as_tensor() if hasattr(label, "as_tensor") else label).to(mask.device)
         bg = self.include_background
         self.output_dice += dice_from_probabilities(mask, label, bg).mean(-1).tolist()
-        scores = [compute_sa_score(features[name], mask, label, include_background=bg).mean(-1) for name in self.scored_layers]
-        self.layer_scores += torch.stack(scores, dim=1).tolist()
+        scores = compute_layer_sa_scores([features[name] for name in self.scored_layers], mask, label, include_background=bg)
+        self.layer_scores += scores.mean(-1).tolist()
         self.names += names
         for i in range(mask.shape[0]):
             one = slice(i, i + 1)

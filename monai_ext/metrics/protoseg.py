@@ -26,6 +26,7 @@ __all__ = [
     "binarize_prediction",
     "class_weights",
     "compute_prototypes",
+    "compute_layer_sa_scores",
     "compute_sa_score",
     "dice_from_probabilities",
     "mean_sa_score",
@@ -46,7 +47,9 @@ def _resize(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
 
 
 def _check_finite(x: torch.Tensor, name: str) -> None:
-    if not bool(torch.isfinite(x).all()):
+    """Raise a ``ValueError`` counting the NaN and infinite values of ``x``; a sum is the fast test (it is finite
+    when every value is, unless finite values overflow it, which the exact test below then clears)."""
+    if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         num_nan = int(torch.isnan(x).sum())
         raise ValueError(
             f"{name} holds {num_nan} NaN and {int((~torch.isfinite(x)).sum()) - num_nan} infinite values "
@@ -56,7 +59,7 @@ def _check_finite(x: torch.Tensor, name: str) -> None:
 
 def _check_unit_range(x: torch.Tensor, name: str, hint: str = "") -> None:
     _check_finite(x, name)
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = (float(v) for v in torch.aminmax(x))
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{name} must hold weights in [0, 1], got values in [{lo:g}, {hi:g}].{hint}")
 
@@ -104,14 +107,14 @@ def binarize_prediction(pred: torch.Tensor) -> torch.Tensor:
     if pred.shape[1] == 1:
         obj = (pred >= 0.5).to(dtype)
         return torch.cat([1.0 - obj, obj], dim=1)
+    if pred.shape[1] == 2:  # one comparison instead of argmax + one_hot (ties go to class 0, as argmax)
+        obj = (pred[:, 1:] > pred[:, :1]).to(dtype)
+        return torch.cat([1.0 - obj, obj], dim=1)
     index = pred.argmax(dim=1)
     return F.one_hot(index, pred.shape[1]).movedim(-1, 1).to(dtype)
 
 
-def _prepare(
-    features: torch.Tensor, mask: torch.Tensor, tissue_mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Check the inputs; return the class weights and the tissue mask at the feature's resolution."""
+def _check_features(features: torch.Tensor) -> None:
     if features.ndim not in (3, 4, 5):
         raise ValueError(
             f"features must be (B, C, *spatial) with 1, 2 or 3 spatial dims, got shape {tuple(features.shape)}."
@@ -119,25 +122,41 @@ def _prepare(
     if not features.is_floating_point():
         raise ValueError(f"features must be a floating point tensor, got dtype {features.dtype}.")
     _check_finite(features, "features")
-    spatial = features.shape[2:]
+
+
+def _initial_weights(
+    mask: torch.Tensor, tissue_mask: torch.Tensor | None, batch: int, ndim: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Check the initial mask and the tissue mask against features of batch ``batch`` and ``ndim`` dims; return the
+    class weights (B, K, *spatial') and the tissue weights (B, 1, *spatial'') at their own resolutions."""
     weights = class_weights(mask)
-    if weights.ndim != features.ndim or weights.shape[0] != features.shape[0]:
+    if weights.ndim != ndim or weights.shape[0] != batch:
         raise ValueError(
-            f"mask of shape {tuple(mask.shape)} does not match features of shape {tuple(features.shape)}: "
-            "need the same batch size and number of spatial dims (resolutions may differ)."
+            f"mask of shape {tuple(mask.shape)} does not match the features: need batch size {batch} and "
+            f"{ndim - 2} spatial dims (resolutions may differ)."
         )
-    weights = _resize(weights.to(features.dtype), spatial, "area")
     tissue = None
     if tissue_mask is not None:
-        if tissue_mask.ndim != features.ndim or tissue_mask.shape[:2] != (features.shape[0], 1):
-            raise ValueError(
-                f"tissue_mask must be (B, 1, *spatial) with B = {features.shape[0]}, got shape {tuple(tissue_mask.shape)}."
-            )
-        tissue = tissue_mask.to(features.dtype)
+        if tissue_mask.ndim != ndim or tissue_mask.shape[:2] != (batch, 1):
+            raise ValueError(f"tissue_mask must be (B, 1, *spatial) with B = {batch}, got shape {tuple(tissue_mask.shape)}.")
+        tissue = tissue_mask if tissue_mask.is_floating_point() else tissue_mask.float()
         _check_unit_range(tissue, "tissue_mask")
-        tissue = _resize(tissue, spatial, "area")
-        weights = weights * tissue
     return weights, tissue
+
+
+def _at_resolution(
+    x: torch.Tensor | None, spatial: Sequence[int], dtype: torch.dtype, cache: dict | None, key: str
+) -> torch.Tensor | None:
+    """``x`` area-resampled to ``spatial`` in ``dtype``, kept in ``cache`` (one entry per key and size)."""
+    if x is None:
+        return None
+    entry = (key, tuple(spatial), dtype)
+    if cache is not None and entry in cache:
+        return cache[entry]
+    out = _resize(x.to(dtype), spatial, "area")
+    if cache is not None:
+        cache[entry] = out
+    return out
 
 
 def compute_prototypes(
@@ -159,15 +178,70 @@ def compute_prototypes(
         feature's resolution (in pixels of the feature map). A class whose weight sum is 0 in a sample (no
         object pixel, or an all-object mask for the background) has an all-zero prototype there.
     """
-    weights, _ = _prepare(features, mask, tissue_mask)
-    return _prototypes(features, weights)
+    _check_features(features)
+    weights, tissue = _initial_weights(mask, tissue_mask, features.shape[0], features.ndim)
+    spatial = features.shape[2:]
+    weights = _at_resolution(weights, spatial, features.dtype, None, "mask")
+    tissue = _at_resolution(tissue, spatial, features.dtype, None, "tissue")
+    if tissue is not None:
+        weights = weights * tissue
+    return _prototypes(features.flatten(2), weights.flatten(2))
 
 
 def _prototypes(features: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    sums = weights.flatten(2).sum(-1)  # (B, K)
-    weighted = torch.einsum("bkn,bcn->bkc", weights.flatten(2), features.flatten(2))
+    """Prototypes (B, K, C) and weight sums (B, K) of flat features (B, C, N) and weights (B, K, N)."""
+    sums = weights.sum(-1)
+    weighted = torch.bmm(weights, features.transpose(1, 2))
     # clamp: an empty class gives 0 / tiny = 0 with finite gradients (a 0 / 0 would be NaN in both passes)
     return weighted / sums.clamp_min(torch.finfo(features.dtype).tiny).unsqueeze(-1), sums
+
+
+def _probabilities(
+    features: torch.Tensor,
+    weights: torch.Tensor,
+    tissue: torch.Tensor | None,
+    spatial_size: Sequence[int] | None,
+    per_unit: bool,
+    cache: dict | None = None,
+) -> torch.Tensor:
+    """The ProtoSeg map of checked ``features`` with checked class and tissue weights (see :func:`protoseg`)."""
+    spatial = features.shape[2:]
+    w = _at_resolution(weights, spatial, features.dtype, cache, "mask")
+    t = _at_resolution(tissue, spatial, features.dtype, cache, "tissue")
+    if t is not None:
+        w = w * t
+    flat = features.flatten(2)  # (B, C, N)
+    # distances are translation invariant: centring each channel keeps the expansion below accurate
+    flat = flat - flat.mean(dim=-1, keepdim=True)
+    prototypes, sums = _prototypes(flat, w.flatten(2))  # (B, K, C), (B, K)
+    # -||f - c_k||^2 = 2 f.c_k - ||c_k||^2 - ||f||^2, and the softmax over k drops the last term
+    if per_unit:
+        proto_t = prototypes.transpose(1, 2).unsqueeze(-1)  # (B, C, K, 1)
+        logits = 2.0 * flat.unsqueeze(2) * proto_t - proto_t.square()  # (B, C, K, N)
+        present = (sums > 0)[:, None, :, None]
+        class_dim = 2
+    else:
+        logits = 2.0 * torch.bmm(prototypes, flat) - prototypes.square().sum(-1, keepdim=True)  # (B, K, N)
+        present = (sums > 0)[..., None]
+        class_dim = 1
+    # an absent class gets the lowest logit: probability 0, or 1/K when every class is absent
+    logits = torch.where(present, logits, torch.finfo(logits.dtype).min)
+    prob = torch.softmax(logits, dim=class_dim)
+    prob = prob.reshape(*prob.shape[:-1], *spatial)
+    if t is not None:
+        background = torch.zeros_like(prob)
+        background.narrow(class_dim, 0, 1).fill_(1.0)
+        t_b = t.unsqueeze(1) if per_unit else t
+        prob = t_b * prob + (1.0 - t_b) * background
+    if spatial_size is not None:
+        if len(spatial_size) != len(spatial):
+            raise ValueError(f"spatial_size {tuple(spatial_size)} must have {len(spatial)} sizes, as the features.")
+        if per_unit:
+            b, c, k = prob.shape[:3]
+            prob = _resize(prob.reshape(b * c, k, *spatial), spatial_size, "linear").reshape(b, c, k, *spatial_size)
+        else:
+            prob = _resize(prob, spatial_size, "linear")
+    return prob
 
 
 def protoseg(
@@ -193,7 +267,9 @@ def protoseg(
       (the unit analysis of section 4.5 and the mean SA score of eq. 12), all at once.
 
     The map is computed at the feature's resolution; ``spatial_size`` resamples it (bilinear / trilinear, so it
-    stays a probability map) to, for example, the ground truth's resolution.
+    stays a probability map) to, for example, the ground truth's resolution. (Computed as
+    ``softmax_k(2 f.c_k - ||c_k||^2)`` on features centred per sample and channel: the same map, without
+    materialising the (B, K, C, *spatial) differences.)
 
     Args:
         features: (B, C, *spatial) feature map, 1 to 3 spatial dims, finite values.
@@ -205,37 +281,9 @@ def protoseg(
     Returns:
         (B, K, *size) probabilities summing to 1 over the K classes, or (B, C, K, *size) with ``per_unit``.
     """
-    weights, tissue = _prepare(features, mask, tissue_mask)
-    prototypes, sums = _prototypes(features, weights)
-    num_spatial = features.ndim - 2
-    expand = (...,) + (None,) * num_spatial
-    sq_dist = (features.unsqueeze(1) - prototypes[expand]).square()  # (B, K, C, *spatial)
-    if per_unit:
-        logits = -sq_dist.transpose(1, 2)  # (B, C, K, *spatial)
-        present = (sums > 0)[:, None][expand]
-        class_dim = 2
-    else:
-        logits = -sq_dist.sum(dim=2)  # (B, K, *spatial)
-        present = (sums > 0)[expand]
-        class_dim = 1
-    # an absent class gets the lowest logit: probability 0, or 1/K when every class is absent
-    logits = torch.where(present, logits, torch.finfo(logits.dtype).min)
-    prob = torch.softmax(logits, dim=class_dim)
-    if tissue is not None:
-        background = torch.zeros_like(prob)
-        background.narrow(class_dim, 0, 1).fill_(1.0)
-        tissue_b = tissue.unsqueeze(1) if per_unit else tissue
-        prob = tissue_b * prob + (1.0 - tissue_b) * background
-    if spatial_size is not None:
-        if len(spatial_size) != num_spatial:
-            raise ValueError(f"spatial_size {tuple(spatial_size)} must have {num_spatial} sizes, as the features.")
-        if per_unit:
-            b, c, k = prob.shape[:3]
-            prob = _resize(prob.reshape(b * c, k, *prob.shape[3:]), spatial_size, "linear")
-            prob = prob.reshape(b, c, k, *prob.shape[2:])
-        else:
-            prob = _resize(prob, spatial_size, "linear")
-    return prob
+    _check_features(features)
+    weights, tissue = _initial_weights(mask, tissue_mask, features.shape[0], features.ndim)
+    return _probabilities(features, weights, tissue, spatial_size, per_unit)
 
 
 def _label_indices(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -253,6 +301,35 @@ def _label_indices(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     if y.shape[1] != num_classes:
         raise ValueError(f"y has {y.shape[1]} channels; expected 1 (class indices) or {num_classes} (one-hot).")
     return y.argmax(dim=1)
+
+
+def _class_maps(prob: torch.Tensor, class_dim: int, classes: Sequence[int]) -> list[torch.Tensor]:
+    """Boolean maps of the argmax of ``prob`` over ``class_dim`` being each of ``classes`` (ties go to the lower
+    class, as ``argmax``); two classes take one comparison instead of an ``argmax``."""
+    if prob.shape[class_dim] == 2:
+        obj = prob.select(class_dim, 1) > prob.select(class_dim, 0)
+        return [obj if k == 1 else ~obj for k in classes]
+    index = prob.argmax(dim=class_dim)
+    return [index == k for k in classes]
+
+
+def _dice(pred: list[torch.Tensor], label: list[torch.Tensor], dims: tuple) -> torch.Tensor:
+    """Dice of boolean maps per class over ``dims`` (``compute_dice(ignore_empty=False)`` conventions): (..., K')."""
+    scores = []
+    for p, g in zip(pred, label):
+        inter = (p & g).sum(dims)
+        total = p.sum(dims) + g.sum(dims)
+        scores.append(torch.where(total > 0, 2.0 * inter / total.clamp_min(1), 1.0))
+    return torch.stack(scores, dim=-1)
+
+
+def _check_label(y: torch.Tensor, batch: int, spatial: Sequence[int], num_classes: int) -> torch.Tensor:
+    if y.ndim != len(spatial) + 2 or y.shape[0] != batch:
+        raise ValueError(
+            f"y of shape {tuple(y.shape)} does not match: need (B, 1 or {num_classes}, *spatial) with B = {batch} "
+            f"and {len(spatial)} spatial dims."
+        )
+    return _label_indices(y, num_classes)
 
 
 def dice_from_probabilities(
@@ -274,23 +351,57 @@ def dice_from_probabilities(
     """
     num_classes = prob.shape[class_dim]
     spatial = prob.shape[class_dim + 1 :]
-    if y.ndim != len(spatial) + 2 or y.shape[0] != prob.shape[0] or tuple(y.shape[2:]) != tuple(spatial):
-        raise ValueError(
-            f"y of shape {tuple(y.shape)} does not match the map of shape {tuple(prob.shape)}: "
-            f"need (B, 1 or {num_classes}, *{tuple(spatial)})."
-        )
-    pred = prob.argmax(dim=class_dim)  # (B, [U,] *spatial)
-    label = _label_indices(y, num_classes)
+    label = _check_label(y, prob.shape[0], spatial, num_classes)
+    if tuple(label.shape[1:]) != tuple(spatial):
+        raise ValueError(f"y of shape {tuple(y.shape)} does not match the map of shape {tuple(prob.shape)}.")
+    classes = range(0 if include_background else 1, num_classes)
     if class_dim == 2:
         label = label.unsqueeze(1)
-    dims = tuple(range(pred.ndim - len(spatial), pred.ndim))
+    dims = tuple(range(prob.ndim - 1 - len(spatial), prob.ndim - 1))
+    scores = _dice(_class_maps(prob, class_dim, classes), [label == k for k in classes], dims)
+    return scores.to(prob.dtype if prob.is_floating_point() else torch.float32)
+
+
+def compute_layer_sa_scores(
+    features: Sequence[torch.Tensor],
+    mask: torch.Tensor,
+    y: torch.Tensor,
+    tissue_mask: torch.Tensor | None = None,
+    include_background: bool = False,
+) -> torch.Tensor:
+    """
+    The SA score of several feature maps of one batch (the layers of a network) with one initial mask and one
+    reference: :func:`compute_sa_score` of each, with the masks checked once and resampled once per resolution.
+
+    Args:
+        features: L feature maps (B, C_l, *spatial_l) of any resolutions.
+        mask: (B, 1 or K, *spatial') initial mask in [0, 1].
+        y: (B, 1 or K, *spatial'') the reference segmentation.
+        tissue_mask: optional (B, 1, *spatial) tissue weights.
+        include_background: score class 0 too.
+
+    Returns:
+        (B, L, K - 1) (K with ``include_background``).
+    """
+    if len(features) == 0:
+        raise ValueError("compute_layer_sa_scores needs at least one feature map.")
+    batch, ndim = features[0].shape[0], features[0].ndim
+    weights, tissue = _initial_weights(mask, tissue_mask, batch, ndim)
+    num_classes = weights.shape[1]
+    size = y.shape[2:]
+    label = _check_label(y, batch, size, num_classes)
+    classes = range(0 if include_background else 1, num_classes)
+    label_maps = [label == k for k in classes]
+    dims = tuple(range(1, label.ndim))
+    cache: dict = {}
     scores = []
-    for k in range(0 if include_background else 1, num_classes):
-        p, g = pred == k, label == k
-        inter = (p & g).sum(dims)
-        total = p.sum(dims) + g.sum(dims)
-        scores.append(torch.where(total > 0, 2.0 * inter / total.clamp_min(1), 1.0))
-    return torch.stack(scores, dim=-1).to(prob.dtype if prob.is_floating_point() else torch.float32)
+    for f in features:
+        _check_features(f)
+        if f.ndim != ndim or f.shape[0] != batch:
+            raise ValueError(f"feature maps must share batch size and dims: {tuple(f.shape)} against {tuple(features[0].shape)}.")
+        prob = _probabilities(f, weights, tissue, size, per_unit=False, cache=cache)
+        scores.append(_dice(_class_maps(prob, 1, classes), label_maps, dims))
+    return torch.stack(scores, dim=1).to(features[0].dtype)
 
 
 def compute_sa_score(
@@ -346,9 +457,16 @@ def mean_sa_score(
     if len(features) == 0:
         raise ValueError("mean_sa_score needs at least one feature map.")
     reference = binarize_prediction(pred)
-    scores = [
-        compute_sa_score(f, reference, reference, tissue_mask, per_unit=True).mean(dim=-1) for f in features
-    ]  # each (B, C_j)
+    weights, tissue = _initial_weights(reference, tissue_mask, reference.shape[0], reference.ndim)
+    classes = range(1, reference.shape[1])
+    label_maps = [reference[:, k : k + 1] > 0.5 for k in classes]  # (B, 1, *spatial) each
+    dims = tuple(range(2, reference.ndim))
+    cache: dict = {}
+    scores = []
+    for f in features:
+        _check_features(f)
+        prob = _probabilities(f, weights, tissue, reference.shape[2:], per_unit=True, cache=cache)  # (B, C, K, *)
+        scores.append(_dice(_class_maps(prob, 2, classes), label_maps, dims).mean(dim=-1))  # (B, C)
     return torch.cat(scores, dim=1).mean(dim=1)
 
 
