@@ -79,6 +79,7 @@ def test_discriminator_layout():
     assert isinstance(net.attention[1], SelfAttention) and sum(isinstance(a, SelfAttention) for a in net.attention) == 1
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
     assert parametrize.is_parametrized(net.linear, "weight")
+    assert SAGANDiscriminator(2, 1, 4).divisor == 32  # default: SAGAN's five downsamplings
 
 
 def _sn_modules(*nets: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:

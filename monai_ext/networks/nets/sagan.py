@@ -190,7 +190,8 @@ class SAGANDiscriminator(nn.Module):
         in_channels: image channels.
         num_classes: channels of the segmentation map.
         channels: output channels of the blocks; all but the last block halve the resolution, so every spatial size
-            must be divisible by ``2 ** (len(channels) - 1)``.
+            must be divisible by ``2 ** (len(channels) - 1)``. The default has SAGAN's depth for 128 x 128 images
+            (five downsampling blocks and one more, ending at 4 x 4) at half its widths.
         attention_levels: indices of the blocks followed by self-attention (block ``i < len(channels) - 1`` outputs
             ``1 / 2^(i + 1)`` of the input size); ``(1,)`` is SAGAN's place, a quarter of the input size.
         act: MONAI activation spec.
@@ -205,7 +206,7 @@ class SAGANDiscriminator(nn.Module):
         spatial_dims: int,
         in_channels: int,
         num_classes: int,
-        channels: Sequence[int] = (32, 64, 128, 256, 512),
+        channels: Sequence[int] = (32, 64, 128, 256, 512, 512),
         attention_levels: Sequence[int] = (1,),
         act: str | tuple = "relu",
         spectral_norm: bool = True,
