@@ -12,11 +12,13 @@ from monai.networks.utils import one_hot
 from monai_ext.metrics import (
     SAScoreMetric,
     binarize_prediction,
+    compute_layer_sa_scores,
     compute_prototypes,
     compute_sa_score,
     dice_from_probabilities,
     mean_sa_score,
     protoseg,
+    protoseg_maps,
 )
 
 
@@ -243,3 +245,16 @@ def test_probability_map_equals_the_direct_distance_formula() -> None:
     torch.testing.assert_close(protoseg(f, m), torch.softmax(-sq.sum(2), dim=1))
     torch.testing.assert_close(protoseg(f, m, per_unit=True), torch.softmax(-sq.transpose(1, 2), dim=2))
     torch.testing.assert_close(protoseg(f.float(), m.float()), torch.softmax(-sq.sum(2), dim=1).float(), atol=1e-4, rtol=0)
+
+
+def test_several_layers_at_once_equal_one_by_one() -> None:
+    gen = torch.Generator().manual_seed(6)
+    layers = [torch.randn(2, c, s, s, generator=gen) for c, s in ((3, 16), (5, 8), (4, 4), (2, 8))]
+    mask = (torch.rand(2, 1, 16, 16, generator=gen) > 0.5).float()
+    gt = (torch.rand(2, 1, 16, 16, generator=gen) > 0.4).float()
+    tissue = (torch.rand(2, 1, 16, 16, generator=gen) > 0.1).float()
+    maps = protoseg_maps(layers, mask, tissue, spatial_size=(16, 16))
+    for f, prob in zip(layers, maps):
+        torch.testing.assert_close(prob, protoseg(f, mask, tissue, spatial_size=(16, 16)))
+    scores = compute_layer_sa_scores(layers, mask, gt, tissue)
+    torch.testing.assert_close(scores, torch.stack([compute_sa_score(f, mask, gt, tissue) for f in layers], dim=1))

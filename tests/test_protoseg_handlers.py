@@ -247,7 +247,7 @@ def test_protoseg_loss_equals_its_definition(initial_mask: str) -> None:
         features = recorder.pop()
     total = loss_fn(logits, labels)
     mask = binarize_prediction(logits.detach()) if initial_mask == "pred" else one_hot(labels, 2)
-    dice = DiceLoss(to_onehot_y=True, include_background=False)
+    dice = DiceLoss(to_onehot_y=True, include_background=False)  # the index target, one-hot encoded by MONAI
     terms = [dice(protoseg(f, mask, spatial_size=(SIZE, SIZE)), labels) for f in features.values()]
     expected = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.0)(logits, labels) + 0.5 * torch.stack(terms).mean()
     torch.testing.assert_close(total, expected)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.modules.loss import _Loss
 
 from monai_ext.handlers.protoseg_hooks import FeatureRecorder
-from monai_ext.metrics.protoseg import binarize_prediction, protoseg
+from monai_ext.metrics.protoseg import binarize_prediction, protoseg_maps
 
 __all__ = ["ProtoSegLoss"]
 
@@ -39,8 +39,9 @@ class ProtoSegLoss(_Loss):
         layers: names of the modules whose outputs are scored; ``None``: the 18 convolutions of ``BasicUNet``.
         loss: the segmentation loss of the output, ``loss(logits, target)``; ``None``: cross-entropy (MONAI's
             ``DiceCELoss`` with ``lambda_dice=0``, the paper's loss).
-        protoseg_loss: the loss of each ProtoSeg map, ``loss(probabilities, target)``; ``None``: MONAI's
-            ``DiceLoss(to_onehot_y=True, include_background=False)`` (the Dice of the objects, as the SA score).
+        protoseg_loss: the loss of each ProtoSeg map, ``loss(probabilities, one-hot target)`` (the target is one-hot
+            encoded once for all layers); ``None``: MONAI's ``DiceLoss(include_background=False)`` (the Dice of the
+            objects, as the SA score).
         lambda_protoseg: the weight of the mean ProtoSeg loss.
         initial_mask: the mask of the prototypes: ``"pred"``, the network's binarised output (eq. 6, detached, as
             when interpreting a trained network), or ``"label"``, the ground truth. With ``"pred"`` a class the
@@ -63,7 +64,7 @@ class ProtoSegLoss(_Loss):
             raise ValueError(f"lambda_protoseg must be >= 0, got {lambda_protoseg}.")
         self.recorder = FeatureRecorder(network, layers, detach=False)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.0) if loss is None else loss
-        self.protoseg_loss = DiceLoss(to_onehot_y=True, include_background=False) if protoseg_loss is None else protoseg_loss
+        self.protoseg_loss = DiceLoss(include_background=False) if protoseg_loss is None else protoseg_loss
         self.lambda_protoseg = float(lambda_protoseg)
         self.initial_mask = initial_mask
 
@@ -75,12 +76,11 @@ class ProtoSegLoss(_Loss):
             target: (B, 1, *spatial) class indices.
         """
         features = self.recorder.pop()
-        if self.initial_mask == "pred":
-            mask = binarize_prediction(input.detach())
-        else:
-            mask = one_hot(target, num_classes=input.shape[1])
+        target_onehot = one_hot(target, num_classes=input.shape[1])
+        mask = binarize_prediction(input.detach()) if self.initial_mask == "pred" else target_onehot
         size = target.shape[2:]
-        return [self.protoseg_loss(protoseg(f, mask, spatial_size=size), target) for f in features.values()]
+        maps = protoseg_maps(list(features.values()), mask, spatial_size=size)
+        return [self.protoseg_loss(prob, target_onehot) for prob in maps]
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """

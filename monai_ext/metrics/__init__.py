@@ -10,6 +10,7 @@ from monai_ext.metrics.protoseg import (
     dice_from_probabilities,
     mean_sa_score,
     protoseg,
+    protoseg_maps,
 )
 from monai_ext.metrics.protoseg_quality import coverage_table, score_correlation
 from monai_ext.metrics.variance_of_gradients import VarianceOfGradients, load_state_dict
@@ -27,5 +28,6 @@ __all__ = [
     "load_state_dict",
     "mean_sa_score",
     "protoseg",
+    "protoseg_maps",
     "score_correlation",
 ]

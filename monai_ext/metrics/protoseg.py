@@ -31,6 +31,7 @@ __all__ = [
     "dice_from_probabilities",
     "mean_sa_score",
     "protoseg",
+    "protoseg_maps",
 ]
 
 _LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
@@ -284,6 +285,33 @@ def protoseg(
     _check_features(features)
     weights, tissue = _initial_weights(mask, tissue_mask, features.shape[0], features.ndim)
     return _probabilities(features, weights, tissue, spatial_size, per_unit)
+
+
+def protoseg_maps(
+    features: Sequence[torch.Tensor],
+    mask: torch.Tensor,
+    tissue_mask: torch.Tensor | None = None,
+    spatial_size: Sequence[int] | None = None,
+) -> list[torch.Tensor]:
+    """
+    :func:`protoseg` of several feature maps of one batch (the layers of a network) with one initial mask, checked
+    once and resampled once per resolution: the probability maps (B, K, *size), one per feature map.
+
+    Args:
+        features: L feature maps (B, C_l, *spatial_l) of any resolutions.
+        mask: (B, 1 or K, *spatial') initial mask in [0, 1].
+        tissue_mask: optional (B, 1, *spatial'') tissue weights.
+        spatial_size: the maps' common output size; each feature's own size by default.
+    """
+    if len(features) == 0:
+        raise ValueError("protoseg_maps needs at least one feature map.")
+    weights, tissue = _initial_weights(mask, tissue_mask, features[0].shape[0], features[0].ndim)
+    cache: dict = {}
+    maps = []
+    for f in features:
+        _check_features(f)
+        maps.append(_probabilities(f, weights, tissue, spatial_size, per_unit=False, cache=cache))
+    return maps
 
 
 def _label_indices(y: torch.Tensor, num_classes: int) -> torch.Tensor:

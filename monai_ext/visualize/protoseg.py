@@ -53,7 +53,8 @@ def plot_layer_scores(
             mean, std = np.asarray(values, float), np.asarray(stds[label], float)
             ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
         if references and label in references:
-            ax.axhline(references[label], color=line.get_color(), ls="--", lw=1, label=f"{label}: output Dice")
+            name = "output Dice" if len(curves) == 1 else f"{label}: output Dice"
+            ax.axhline(references[label], color=line.get_color(), ls="--", lw=1, label=name)
     ax.set_xticks(x, layer_labels, fontsize=8)
     ax.set_xlabel("layer")
     ax.set_ylabel("mean SA score")
@@ -92,24 +93,27 @@ def plot_unit_scores(
     return _save(fig, path)
 
 
-def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+def _display(image: np.ndarray, transpose: bool) -> tuple[np.ndarray, str | None]:
     """(C, *spatial) -> an array imshow takes (grey or RGB) and its colour map; 3D: the middle slice."""
     image = np.asarray(image, float)
     if image.ndim == 4:  # (C, H, W, D)
         image = image[..., image.shape[-1] // 2]
+    if transpose:
+        image = image.swapaxes(1, 2)
     if image.shape[0] == 3:
         lo, hi = image.min(), image.max()
         return np.moveaxis((image - lo) / (hi - lo + 1e-12), 0, -1), None
     return image[0], "gray"
 
 
-def _slice(seg: np.ndarray) -> np.ndarray:
+def _slice(seg: np.ndarray, transpose: bool) -> np.ndarray:
     seg = np.asarray(seg)
-    return seg[..., seg.shape[-1] // 2] if seg.ndim == 3 else seg
+    seg = seg[..., seg.shape[-1] // 2] if seg.ndim == 3 else seg
+    return seg.T if transpose else seg
 
 
 def plot_sams(
-    rows: Sequence[Mapping[str, object]], path: str | Path, title: str | None = None
+    rows: Sequence[Mapping[str, object]], path: str | Path, title: str | None = None, transpose: bool = True
 ) -> Path:
     """
     Segmentation ability maps (SAMs) of chosen layers beside the image, the ground truth and the output (Fig. 6).
@@ -119,6 +123,8 @@ def plot_sams(
             "sams": {layer label: (*spatial)}}`` class-index maps (3D: the middle slice of the last axis is shown).
         path: the PNG file to write.
         title: the figure's title.
+        transpose: swap the two displayed axes: MONAI's 2D readers put a file's columns first, so this shows
+            images as in their files.
     """
     if not rows:
         raise ValueError("plot_sams needs at least one row.")
@@ -126,12 +132,12 @@ def plot_sams(
     cols = 3 + len(layers)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.8 * cols, 1.9 * len(rows) + 0.3), squeeze=False)
     for r, row in enumerate(rows):
-        image, cmap = _display(row["image"])  # type: ignore[arg-type]
+        image, cmap = _display(row["image"], transpose)  # type: ignore[arg-type]
         panels = [("image", image, cmap), ("ground truth", row["label"], "viridis"), ("output", row["pred"], "viridis")]
         panels += [(f"layer {name}", sam, "viridis") for name, sam in row["sams"].items()]  # type: ignore[union-attr]
         for c, (name, data, cm) in enumerate(panels):
             ax = axes[r][c]
-            ax.imshow(data if c == 0 else _slice(data), cmap=cm, interpolation="nearest")  # type: ignore[arg-type]
+            ax.imshow(data if c == 0 else _slice(data, transpose), cmap=cm, interpolation="nearest")  # type: ignore[arg-type]
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
