@@ -234,8 +234,8 @@ def test_bad_inputs_raise_clear_errors() -> None:
 
 
 def test_probability_map_equals_the_direct_distance_formula() -> None:
-    # protoseg computes softmax(2 f.c - |c|^2) on centred features: compare with softmax(-|f - c|^2) in float64,
-    # on features far from 0 (the centring keeps float32 accurate) and per unit
+    # protoseg expands the distance around the channel means: compare with softmax(-|f - c|^2) in float64, per unit,
+    # and in float32 on features far from 0 (without the shift, |c|^2 ~ 1e6 would put errors of ~0.05 in the map)
     gen = torch.Generator().manual_seed(5)
     f = 1000.0 + torch.randn(2, 3, 6, 5, generator=gen, dtype=torch.float64)
     m = (torch.rand(2, 1, 6, 5, generator=gen) > 0.5).double()
@@ -244,7 +244,7 @@ def test_probability_map_equals_the_direct_distance_formula() -> None:
     sq = (f[:, None] - protos[..., None, None]) ** 2  # (B, K, C, H, W)
     torch.testing.assert_close(protoseg(f, m), torch.softmax(-sq.sum(2), dim=1))
     torch.testing.assert_close(protoseg(f, m, per_unit=True), torch.softmax(-sq.transpose(1, 2), dim=2))
-    torch.testing.assert_close(protoseg(f.float(), m.float()), torch.softmax(-sq.sum(2), dim=1).float(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(protoseg(f.float(), m.float()), torch.softmax(-sq.sum(2), dim=1).float(), atol=1e-3, rtol=0)
 
 
 def test_several_layers_at_once_equal_one_by_one() -> None:

@@ -212,17 +212,19 @@ def _probabilities(
     if t is not None:
         w = w * t
     flat = features.flatten(2)  # (B, C, N)
-    # distances are translation invariant: centring each channel keeps the expansion below accurate
-    flat = flat - flat.mean(dim=-1, keepdim=True)
     prototypes, sums = _prototypes(flat, w.flatten(2))  # (B, K, C), (B, K)
-    # -||f - c_k||^2 = 2 f.c_k - ||c_k||^2 - ||f||^2, and the softmax over k drops the last term
+    # with the channel means r and c'_k = c_k - r (small even for features far from 0, so the expansion stays
+    # accurate): -||f - c_k||^2 = 2 f.c'_k - 2 r.c'_k - ||c'_k||^2 - ||f - r||^2, and the softmax over k drops the
+    # last term; no copy of the features is made
+    centre = flat.mean(dim=-1).unsqueeze(1)  # (B, 1, C)
+    shifted = prototypes - centre  # (B, K, C)
+    offset = 2.0 * centre * shifted + shifted.square()  # (B, K, C)
     if per_unit:
-        proto_t = prototypes.transpose(1, 2).unsqueeze(-1)  # (B, C, K, 1)
-        logits = 2.0 * flat.unsqueeze(2) * proto_t - proto_t.square()  # (B, C, K, N)
-        present = (sums > 0)[:, None, :, None]
+        logits = 2.0 * flat.unsqueeze(2) * shifted.transpose(1, 2).unsqueeze(-1) - offset.transpose(1, 2).unsqueeze(-1)
+        present = (sums > 0)[:, None, :, None]  # logits: (B, C, K, N)
         class_dim = 2
     else:
-        logits = 2.0 * torch.bmm(prototypes, flat) - prototypes.square().sum(-1, keepdim=True)  # (B, K, N)
+        logits = 2.0 * torch.bmm(shifted, flat) - offset.sum(-1, keepdim=True)  # (B, K, N)
         present = (sums > 0)[..., None]
         class_dim = 1
     # an absent class gets the lowest logit: probability 0, or 1/K when every class is absent
@@ -343,10 +345,13 @@ def _class_maps(prob: torch.Tensor, class_dim: int, classes: Sequence[int]) -> l
 
 def _dice(pred: list[torch.Tensor], label: list[torch.Tensor], dims: tuple) -> torch.Tensor:
     """Dice of boolean maps per class over ``dims`` (``compute_dice(ignore_empty=False)`` conventions): (..., K')."""
+    def count(x: torch.Tensor) -> torch.Tensor:  # a bool sum would first copy x to int64
+        return x.view(torch.uint8).sum(dims, dtype=torch.int64)
+
     scores = []
     for p, g in zip(pred, label):
-        inter = (p & g).sum(dims)
-        total = p.sum(dims) + g.sum(dims)
+        inter = count(p & g)
+        total = count(p) + count(g)
         scores.append(torch.where(total > 0, 2.0 * inter / total.clamp_min(1), 1.0))
     return torch.stack(scores, dim=-1)
 
@@ -419,17 +424,18 @@ def compute_layer_sa_scores(
     size = y.shape[2:]
     label = _check_label(y, batch, size, num_classes)
     classes = range(0 if include_background else 1, num_classes)
-    label_maps = [label == k for k in classes]
-    dims = tuple(range(1, label.ndim))
     cache: dict = {}
-    scores = []
+    sams = []  # per layer: a boolean map (B, *size) per scored class
     for f in features:
         _check_features(f)
         if f.ndim != ndim or f.shape[0] != batch:
             raise ValueError(f"feature maps must share batch size and dims: {tuple(f.shape)} against {tuple(features[0].shape)}.")
-        prob = _probabilities(f, weights, tissue, size, per_unit=False, cache=cache)
-        scores.append(_dice(_class_maps(prob, 1, classes), label_maps, dims))
-    return torch.stack(scores, dim=1).to(features[0].dtype)
+        sams.append(_class_maps(_probabilities(f, weights, tissue, size, per_unit=False, cache=cache), 1, classes))
+    # the Dice of all layers at once
+    pred = [torch.stack([sam[c] for sam in sams]) for c in range(len(classes))]  # (L, B, *size) per class
+    label_maps = [(label == k).unsqueeze(0) for k in classes]
+    dims = tuple(range(2, label.ndim + 1))
+    return _dice(pred, label_maps, dims).transpose(0, 1).to(features[0].dtype)
 
 
 def compute_sa_score(
