@@ -61,7 +61,10 @@ def tables(
     if not found:
         raise FileNotFoundError(f"No interpret.json output (layers.json) under {root}/<dataset>_<offline|online>/.")
     lines = ["### Table 1: output Dice and last-layer SA score (test split, mean ± std)", ""]
-    lines += ["| dataset | offline: output | offline: S_f18 | online: output | online: S_f18 |", "|---|---|---|---|---|"]
+    lines += [
+        "| dataset | offline: output | offline: S_f18 | online: output | online: S_f18 |",
+        "|---|---|---|---|---|",
+    ]
     for d in datasets:
         cells = []
         for r in RUNS:
@@ -92,7 +95,9 @@ def tables(
         res = results[d]["offline"]
         if res and "separability" in res["layers"]:
             sep = res["layers"]["separability"]
-            lines.append(f"| {d} | {sep['sx']['mean']:.3f} | {sep['output_dice']['mean']:.3f} | {sep['m_d']['mean']:.3f} |")
+            lines.append(
+                f"| {d} | {sep['sx']['mean']:.3f} | {sep['output_dice']['mean']:.3f} | {sep['m_d']['mean']:.3f} |"
+            )
 
     lines += ["", "### Correlation with the output Dice (Fig. 10)", ""]
     lines += ["| dataset | run | images | mu: Pearson r | mu: Spearman rho | VoG: Pearson r | VoG: Spearman rho |"]

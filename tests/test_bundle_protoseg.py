@@ -39,7 +39,9 @@ def _read_csv(path: Path) -> list[list[str]]:
 def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Train two epochs (one checkpoint per epoch for VoG) into a temporary bundle root."""
     root = tmp_path_factory.mktemp("protoseg")
-    data = make_synthetic_dataset(root / "data", num_training=8, num_validation=4, num_test=4, spatial_size=(64, 64), seed=2)
+    data = make_synthetic_dataset(
+        root / "data", num_training=8, num_validation=4, num_test=4, spatial_size=(64, 64), seed=2
+    )
     run(
         config_file=str(CONFIGS / "train.json"),
         bundle_root=str(root),
@@ -98,7 +100,10 @@ def test_evaluate_and_interpret_agree(trained_bundle: tuple[Path, Path]) -> None
     noise = json.loads((out / "noise.json").read_text())
     assert noise["levels"] == [0.5] and len(noise["difference"][0]) == 19
     markdown = Path(_tables_script().tables(str(root / "eval"), ["synthetic"])).read_text()
-    assert f"| synthetic | {layers['output_dice']['mean']:.4f} ± " in markdown and "| synthetic | offline | mu |" in markdown
+    assert (
+        f"| synthetic | {layers['output_dice']['mean']:.4f} ± " in markdown
+        and "| synthetic | offline | mu |" in markdown
+    )
     for name in ("layers.csv", "per_image.csv", "layers.png", "units.png", "units.csv", "sams.png", "quality.csv",
                  "coverage.csv", "mu_dice.png", "vog_dice.png", "noise.csv", "noise.png"):  # fmt: skip
         assert (out / name).is_file(), name

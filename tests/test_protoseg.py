@@ -244,7 +244,9 @@ def test_probability_map_equals_the_direct_distance_formula() -> None:
     sq = (f[:, None] - protos[..., None, None]) ** 2  # (B, K, C, H, W)
     torch.testing.assert_close(protoseg(f, m), torch.softmax(-sq.sum(2), dim=1))
     torch.testing.assert_close(protoseg(f, m, per_unit=True), torch.softmax(-sq.transpose(1, 2), dim=2))
-    torch.testing.assert_close(protoseg(f.float(), m.float()), torch.softmax(-sq.sum(2), dim=1).float(), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        protoseg(f.float(), m.float()), torch.softmax(-sq.sum(2), dim=1).float(), atol=1e-3, rtol=0
+    )
 
 
 def test_several_layers_at_once_equal_one_by_one() -> None:

@@ -63,7 +63,9 @@ def _data(n: int = 5) -> list[dict]:
     return items
 
 
-def _evaluator(net: BasicUNet, handlers: list, data: list[dict] | None = None, softmax: bool = True) -> SupervisedEvaluator:
+def _evaluator(
+    net: BasicUNet, handlers: list, data: list[dict] | None = None, softmax: bool = True
+) -> SupervisedEvaluator:
     post = Compose([Activationsd(keys="pred", softmax=True)]) if softmax else None
     return SupervisedEvaluator(
         device="cpu",
@@ -141,7 +143,9 @@ def test_layer_handler_equals_offline_computation(tmp_path: Path) -> None:
 
 def test_layer_handler_without_postprocessing_and_on_other_layers() -> None:
     net = _net()
-    handler = ProtoSegLayerHandler(net, None, layers=["down_4.convs.conv_1", "final_conv"], include_input=False, unit_layer=None)
+    handler = ProtoSegLayerHandler(
+        net, None, layers=["down_4.convs.conv_1", "final_conv"], include_input=False, unit_layer=None
+    )
     _evaluator(net, [handler], softmax=False).run()
     summary = handler.summary()
     assert [row["name"] for row in summary["layers"]] == ["down_4.convs.conv_1", "final_conv"]
@@ -194,7 +198,9 @@ def test_coverage_table_by_hand() -> None:
     low_first = coverage_table(mu, dice, coverages=(0.5,), higher_is_better=False)
     assert low_first[0]["mean"] == pytest.approx((0.10 + 0.60) / 2)
     corr = score_correlation(mu, dice)
-    assert corr["pearson_r"] == pytest.approx(np.corrcoef(mu, dice)[0, 1]) and corr["spearman_rho"] == pytest.approx(1.0)
+    assert corr["pearson_r"] == pytest.approx(np.corrcoef(mu, dice)[0, 1]) and corr["spearman_rho"] == pytest.approx(
+        1.0
+    )
     assert math.isnan(score_correlation([1, 1, 1], [0.1, 0.2, 0.3])["pearson_r"])
     with pytest.raises(ValueError, match="coverages"):
         coverage_table(mu, dice, coverages=(0.0,))
@@ -249,7 +255,9 @@ def test_protoseg_loss_equals_its_definition(initial_mask: str) -> None:
     mask = binarize_prediction(logits.detach()) if initial_mask == "pred" else one_hot(labels, 2)
     dice = DiceLoss(to_onehot_y=True, include_background=False)  # the index target, one-hot encoded by MONAI
     terms = [dice(protoseg(f, mask, spatial_size=(SIZE, SIZE)), labels) for f in features.values()]
-    expected = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.0)(logits, labels) + 0.5 * torch.stack(terms).mean()
+    expected = (
+        DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.0)(logits, labels) + 0.5 * torch.stack(terms).mean()
+    )
     torch.testing.assert_close(total, expected)
     total.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters() if p.requires_grad)

@@ -81,12 +81,16 @@ class FeatureRecorder:
 
     def _keep(self, name: str, value: Any) -> None:
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f"Layer {name!r} gave a {type(value).__name__}, not a tensor; hook a module that returns one.")
+            raise TypeError(
+                f"Layer {name!r} gave a {type(value).__name__}, not a tensor; hook a module that returns one."
+            )
         self._features[name] = value.detach() if self.detach else value
 
     def _input_hook(self, module: nn.Module, args: tuple) -> None:
         if not args:
-            raise TypeError(f"{type(module).__name__} was called without a positional input; cannot record {INPUT_LAYER!r}.")
+            raise TypeError(
+                f"{type(module).__name__} was called without a positional input; cannot record {INPUT_LAYER!r}."
+            )
         self._keep(INPUT_LAYER, args[0])
 
     def _output_hook(self, name: str):

@@ -169,7 +169,9 @@ class ProtoSegLayerHandler:
             )
 
     @torch.no_grad()
-    def score(self, features: dict[str, torch.Tensor], pred: torch.Tensor, label: torch.Tensor, names: list[str]) -> None:
+    def score(
+        self, features: dict[str, torch.Tensor], pred: torch.Tensor, label: torch.Tensor, names: list[str]
+    ) -> None:
         """
         Score a batch and keep the results: the offline computation that the handler runs after each iteration.
 
@@ -183,31 +185,36 @@ class ProtoSegLayerHandler:
         label = (label.as_tensor() if hasattr(label, "as_tensor") else label).to(mask.device)
         bg = self.include_background
         self.output_dice += dice_from_probabilities(mask, label, bg).mean(-1).tolist()
-        scores = compute_layer_sa_scores([features[name] for name in self.scored_layers], mask, label, include_background=bg)
+        scores = compute_layer_sa_scores(
+            [features[name] for name in self.scored_layers], mask, label, include_background=bg
+        )
         self.layer_scores += scores.mean(-1).tolist()
         self.names += names
         for i in range(mask.shape[0]):
             one = slice(i, i + 1)
             if self.unit_layer is not None:
-                units = compute_sa_score(features[self.unit_layer][one], mask[one], label[one], include_background=bg, per_unit=True)
+                units = compute_sa_score(
+                    features[self.unit_layer][one], mask[one], label[one], include_background=bg, per_unit=True
+                )
                 self.unit_scores.append(units.mean(-1)[0].cpu().numpy())
             if len(self.sam_rows) < self.num_sam_images:
-                size = label.shape[2:]
                 self.sam_rows.append(
-                    {
-                        "name": Path(names[i]).name,
-                        "image": features[INPUT_LAYER][i].float().cpu().numpy(),
-                        "label": (label[i, 0] if label.shape[1] == 1 else label[i].argmax(0)).cpu().numpy(),
-                        "pred": mask[i].argmax(0).cpu().numpy(),
-                        "sams": {
-                            str(self.layers.index(name) + 1): protoseg(features[name][one], mask[one], spatial_size=size)
-                            .argmax(1)[0]
-                            .cpu()
-                            .numpy()
-                            for name in self.sam_layers
-                        },
-                    }
+                    self._sam_row({k: f[one] for k, f in features.items()}, mask[one], label[one], names[i])
                 )
+
+    def _sam_row(self, features: dict[str, torch.Tensor], mask: torch.Tensor, label: torch.Tensor, name: str) -> dict:
+        """One row of the SAM figure (Fig. 6) for a batch of one image: class-index maps at the label's size."""
+        sams = {}
+        for layer in self.sam_layers:
+            prob = protoseg(features[layer], mask, spatial_size=label.shape[2:])
+            sams[str(self.layers.index(layer) + 1)] = prob.argmax(1)[0].cpu().numpy()
+        return {
+            "name": Path(name).name,
+            "image": features[INPUT_LAYER][0].float().cpu().numpy(),
+            "label": (label[0, 0] if label.shape[1] == 1 else label[0].argmax(0)).cpu().numpy(),
+            "pred": mask[0].argmax(0).cpu().numpy(),
+            "sams": sams,
+        }
 
     def summary(self) -> dict[str, Any]:
         """
@@ -223,7 +230,11 @@ class ProtoSegLayerHandler:
         layers = [
             {"index": idx, "label": lab, "name": name, "feature_shape": self.shapes.get(name), **mean_std(scores[:, j])}
             for j, (idx, lab, name) in enumerate(
-                zip(range(0 if self.include_input else 1, len(self.scored_layers) + 1), self.layer_labels, self.scored_layers)
+                zip(
+                    range(0 if self.include_input else 1, len(self.scored_layers) + 1),
+                    self.layer_labels,
+                    self.scored_layers,
+                )
             )
         ]
         out: dict[str, Any] = {
@@ -275,7 +286,17 @@ class ProtoSegLayerHandler:
             writer.writerow(["index", "label", "name", "feature_shape", "mean_sa", "std_sa", "num_images"])
             for row in summary["layers"]:
                 shape = "x".join(map(str, row["feature_shape"] or []))
-                writer.writerow([row["index"], row["label"], row["name"], shape, f"{row['mean']:.6f}", f"{row['std']:.6f}", row["n"]])
+                writer.writerow(
+                    [
+                        row["index"],
+                        row["label"],
+                        row["name"],
+                        shape,
+                        f"{row['mean']:.6f}",
+                        f"{row['std']:.6f}",
+                        row["n"],
+                    ]
+                )
             dice = summary["output_dice"]
             writer.writerow(["", "output", "output", "", f"{dice['mean']:.6f}", f"{dice['std']:.6f}", dice["n"]])
         with open(out / "per_image.csv", "w", newline="") as f:

@@ -98,7 +98,9 @@ class ProtoSegNoiseStudy:
         self.title = title
 
     def _evaluate(self, level: float) -> dict[str, Any]:
-        handler = ProtoSegLayerHandler(self.network, None, self.layers, include_input=True, unit_layer=None, num_sam_images=0)
+        handler = ProtoSegLayerHandler(
+            self.network, None, self.layers, include_input=True, unit_layer=None, num_sam_images=0
+        )
         kwargs: dict[str, Any] = {}
         if level > 0:
             kwargs["prepare_batch"] = AdversarialPrepareBatch(UniformNoise(level, self.seed), self.network)
@@ -147,7 +149,7 @@ class ProtoSegNoiseStudy:
         return result
 
     def write(self, result: dict[str, Any]) -> None:
-        """Write ``noise.json``, ``noise.csv`` (one row per level: output Dice, SA difference per layer) and ``noise.png``."""
+        """Write ``noise.json``, ``noise.csv`` (per level: output Dice, SA difference per layer) and ``noise.png``."""
         if self.output_dir is None:
             raise ValueError("ProtoSegNoiseStudy.write needs an output_dir.")
         self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -140,7 +140,10 @@ class ProtoSegQualityHandler:
         out: dict[str, Any] = {"num_images": len(self.names), "mean_mu": float(np.mean(self.mu)), "layers": self.layers}
         if self.dice:
             out["mean_dice"] = float(np.mean(self.dice))
-            out["mu"] = {"coverage": coverage_table(self.mu, self.dice, self.coverages), "correlation": score_correlation(self.mu, self.dice)}
+            out["mu"] = {
+                "coverage": coverage_table(self.mu, self.dice, self.coverages),
+                "correlation": score_correlation(self.mu, self.dice),
+            }
             if self.vog_scores:
                 out["vog"] = {
                     "coverage": coverage_table(self.vog_scores, self.dice, self.coverages, higher_is_better=False),
@@ -184,7 +187,16 @@ class ProtoSegQualityHandler:
                 writer.writerow(["ranked_by", "coverage", "num_images", "mean_dice", "std_dice", "threshold"])
                 for key in ("mu", "vog"):
                     for row in summary.get(key, {}).get("coverage", []):
-                        writer.writerow([key, row["coverage"], row["num_images"], f"{row['mean']:.6f}", f"{row['std']:.6f}", f"{row['threshold']:.6g}"])
+                        writer.writerow(
+                            [
+                                key,
+                                row["coverage"],
+                                row["num_images"],
+                                f"{row['mean']:.6f}",
+                                f"{row['std']:.6f}",
+                                f"{row['threshold']:.6g}",
+                            ]
+                        )
             title = self.title or "ProtoSeg"
             plot_score_correlation(self.mu, self.dice, out / "mu_dice.png", title=f"{title}: mu vs Dice")
             if self.vog_scores:

@@ -1,4 +1,4 @@
-"""Online ProtoSeg loss (He et al., MedIA 2023, section 4.2): a segmentation loss plus ProtoSeg Dice losses of features."""
+"""Online ProtoSeg loss (He et al., MedIA 2023, section 4.2): a segmentation loss plus ProtoSeg losses of features."""
 
 from __future__ import annotations
 

@@ -139,7 +139,9 @@ def _initial_weights(
     tissue = None
     if tissue_mask is not None:
         if tissue_mask.ndim != ndim or tissue_mask.shape[:2] != (batch, 1):
-            raise ValueError(f"tissue_mask must be (B, 1, *spatial) with B = {batch}, got shape {tuple(tissue_mask.shape)}.")
+            raise ValueError(
+                f"tissue_mask must be (B, 1, *spatial) with B = {batch}, got shape {tuple(tissue_mask.shape)}."
+            )
         tissue = tissue_mask if tissue_mask.is_floating_point() else tissue_mask.float()
         _check_unit_range(tissue, "tissue_mask")
     return weights, tissue
@@ -326,7 +328,9 @@ def _label_indices(y: torch.Tensor, num_classes: int) -> torch.Tensor:
                 raise ValueError("y with 1 channel must hold class indices (whole numbers); got fractional values.")
         lo, hi = int(index.min()), int(index.max())
         if lo < 0 or hi >= num_classes:
-            raise ValueError(f"y holds class indices in [{lo}, {hi}], outside [0, {num_classes - 1}] of {num_classes} classes.")
+            raise ValueError(
+                f"y holds class indices in [{lo}, {hi}], outside [0, {num_classes - 1}] of {num_classes} classes."
+            )
         return index.long()
     if y.shape[1] != num_classes:
         raise ValueError(f"y has {y.shape[1]} channels; expected 1 (class indices) or {num_classes} (one-hot).")
@@ -345,6 +349,7 @@ def _class_maps(prob: torch.Tensor, class_dim: int, classes: Sequence[int]) -> l
 
 def _dice(pred: list[torch.Tensor], label: list[torch.Tensor], dims: tuple) -> torch.Tensor:
     """Dice of boolean maps per class over ``dims`` (``compute_dice(ignore_empty=False)`` conventions): (..., K')."""
+
     def count(x: torch.Tensor) -> torch.Tensor:  # a bool sum would first copy x to int64
         return x.view(torch.uint8).sum(dims, dtype=torch.int64)
 
@@ -429,7 +434,9 @@ def compute_layer_sa_scores(
     for f in features:
         _check_features(f)
         if f.ndim != ndim or f.shape[0] != batch:
-            raise ValueError(f"feature maps must share batch size and dims: {tuple(f.shape)} against {tuple(features[0].shape)}.")
+            raise ValueError(
+                f"feature maps must share batch size and dims: {tuple(f.shape)} against {tuple(features[0].shape)}."
+            )
         sams.append(_class_maps(_probabilities(f, weights, tissue, size, per_unit=False, cache=cache), 1, classes))
     # the Dice of all layers at once
     pred = [torch.stack([sam[c] for sam in sams]) for c in range(len(classes))]  # (L, B, *size) per class

@@ -73,7 +73,13 @@ def score_correlation(scores: Sequence[float], dice: Sequence[float]) -> dict[st
         ``{"n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p"}``.
     """
     s, d = _pair(scores, dice)
-    out = {"n": int(s.size), "pearson_r": math.nan, "pearson_p": math.nan, "spearman_rho": math.nan, "spearman_p": math.nan}
+    out = {
+        "n": int(s.size),
+        "pearson_r": math.nan,
+        "pearson_p": math.nan,
+        "spearman_rho": math.nan,
+        "spearman_p": math.nan,
+    }
     if s.size >= 3 and np.ptp(s) > 0 and np.ptp(d) > 0:
         pearson = stats.pearsonr(s, d)
         spearman = stats.spearmanr(s, d)
