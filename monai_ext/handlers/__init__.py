@@ -1,5 +1,6 @@
-"""Engine plug-ins of ``monai_ext``: adversarial ``prepare_batch`` for MONAI's trainers and evaluators, ProtoSeg handlers."""
+"""Engine plug-ins of ``monai_ext``: adversarial ``prepare_batch``, ProtoSeg handlers, per-class metric tables."""
 
+from monai_ext.handlers.class_metrics import ClassMetricsSaver
 from monai_ext.handlers.prepare_batch import AdversarialPrepareBatch
 from monai_ext.handlers.protoseg_hooks import (
     BASIC_UNET_LAYERS,
@@ -16,6 +17,7 @@ from monai_ext.handlers.protoseg_quality import ProtoSegQualityHandler
 __all__ = [
     "AdversarialPrepareBatch",
     "BASIC_UNET_LAYERS",
+    "ClassMetricsSaver",
     "INPUT_LAYER",
     "FeatureRecorder",
     "ProtoSegLayerHandler",
