@@ -173,8 +173,9 @@ def project(
     norm = check_choice("norm", norm, NORMS)
     eps = check_budget("eps", eps)
     if norm == "linf":
-        # a clamp to bounds (not a clamp of the difference) so that a step of exactly eps is kept bit for bit
-        adv = torch.clamp(adv, min=clean - eps, max=clean + eps)
+        # the difference is clamped, as in torchattacks and most reference code, so that iterated attacks match
+        # them bit for bit: sign() turns any rounding difference of a near-zero gradient into a whole step
+        adv = clean + torch.clamp(adv - clean, min=-eps, max=eps)
     else:
         delta = adv - clean
         norms = delta.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (delta.ndim - 1)))
