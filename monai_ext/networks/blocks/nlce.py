@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Norm
 from torch import nn
 
+from monai_ext.networks.blocks.attention import spatial_attention
+
 __all__ = ["NonLocalBlock", "ContextEncoding", "NLCE"]
 
 
@@ -99,14 +101,7 @@ class NonLocalBlock(nn.Module):
         Returns:
             ``(B, inter_channels, *spatial)``.
         """
-        b, spatial = x.shape[0], x.shape[2:]
-        # (B, C', *spatial) -> (B, 1, N, C'): one "head", 4D with a unit-stride last dimension, as the fused
-        # (memory-efficient) SDPA kernels require; otherwise SDPA silently falls back to the N x N math path
-        q, k, v = (
-            t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous() for t in (self.theta(x), self.phi(x), self.g(x))
-        )
-        y = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, 1, N, C')
-        return y.squeeze(1).transpose(1, 2).reshape(b, self.inter_channels, *spatial)
+        return spatial_attention(self.theta(x), self.phi(x), self.g(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """

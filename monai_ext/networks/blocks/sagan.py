@@ -13,10 +13,11 @@ Networks", ICML 2019) and spectral normalisation (Miyato et al., ICLR 2018):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Pool
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import nn
+
+from monai_ext.networks.blocks.attention import spatial_attention
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 __all__ = ["RESAMPLE_MODES", "SelfAttention", "SNResidualBlock", "sn_conv"]
@@ -125,13 +126,7 @@ class SelfAttention(nn.Module):
         Returns:
             ``(B, C, *spatial)``.
         """
-        b, spatial = x.shape[0], x.shape[2:]
-        # (B, C', *spatial) -> (B, 1, N, C'): one head, unit-stride last dimension, as the fused kernels require
-        q, k, v = (
-            t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous() for t in (self.query(x), self.key(x), self.value(x))
-        )
-        o = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, 1, N, C')
-        return self.out(o.squeeze(1).transpose(1, 2).reshape(b, self.inter_channels, *spatial))
+        return self.out(spatial_attention(self.query(x), self.key(x), self.value(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
