@@ -123,3 +123,28 @@ def test_robustness_pgd_config_overrides_the_attack(trained_bundle: tuple[Path, 
     summary = json.loads((root / "eval" / "robustness_pgd.json").read_text())
     assert summary["attacks"][0]["name"] == "PGD" and summary["attacks"][0]["target"] is None
     assert summary["attacks"][0]["num_steps"] == 2 and summary["attacks"][0]["random_start"] is True
+
+
+@pytest.mark.parametrize("config", ["evaluate.json", "inference.json"])
+def test_mask_cleanup_options(config: str) -> None:
+    """``keep_components`` / ``fill_holes`` switch MONAI's connected-component and hole-filling steps on."""
+    mask = torch.zeros(1, 12, 12)
+    mask[0, 1:6, 1:6] = 1  # the larger blob, with a hole
+    mask[0, 3, 3] = 0
+    mask[0, 8:10, 8:10] = 1  # a small spurious blob
+    expected = torch.zeros(1, 12, 12)
+    expected[0, 1:6, 1:6] = 1
+
+    def cleaned(**options: object) -> torch.Tensor:
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / config))
+        parser.update(options)
+        steps = parser.get_parsed_content("postprocessing").transforms
+        argmax = next(i for i, t in enumerate(steps) if type(t).__name__ == "AsDiscreted")
+        data = {"pred": mask.clone()}
+        for step in steps[argmax + 1 : argmax + 3]:
+            data = step(data)
+        return torch.as_tensor(data["pred"])
+
+    assert torch.equal(cleaned(), mask)  # off by default
+    assert torch.equal(cleaned(keep_components=1, fill_holes=True), expected)
