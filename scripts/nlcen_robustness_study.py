@@ -23,7 +23,7 @@ from typing import Any
 import fire
 from monai.bundle import run
 
-from monai_ext.visualize import plot_robustness_curves
+from monai_ext.visualize import plot_robustness_panels
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "nlcen" / "configs"
 
@@ -70,7 +70,8 @@ def study(
     pgd_variants: list[str] | tuple[str, ...] = ("nlcen", "unet"),
 ) -> str:
     """
-    Train and sweep the variants, then write ``<work_dir>/robustness_study.{md,json,png}``.
+    Train and sweep the variants, then write ``<work_dir>/robustness_study.{md,json,png}`` (the plot: mean Dice
+    against epsilon, one panel per attack).
 
     Args:
         dataset_dir: the dataset folder (``dataset.json`` or ``images/`` + ``masks/``).
@@ -114,17 +115,14 @@ def study(
                 _run(configs, {**sweep, **extra})
             summaries[kind][name] = json.loads(out.read_text())
 
-    plot_robustness_curves(
-        list(summaries["ifgsm"].values()), work / "robustness_study.png", title="targeted I-FGSM", xlabel="epsilon (levels)"
-    )
+    panels = {"targeted I-FGSM": list(summaries["ifgsm"].values())}
     if summaries["pgd"]:
-        plot_robustness_curves(
-        list(summaries["pgd"].values()), work / "robustness_study_pgd.png", title=f"untargeted PGD-{pgd_steps}", xlabel="epsilon (levels)"
-    )
+        panels[f"untargeted PGD-{pgd_steps}, random start"] = list(summaries["pgd"].values())
+    plot_robustness_panels(panels, work / "robustness_study.png", xlabel="epsilon (8-bit intensity levels)")
     (work / "robustness_study.json").write_text(json.dumps(summaries, indent=2))
-    table = _table(summaries["ifgsm"], "targeted I-FGSM (Dice / Jaccard)") + "\n" + _table(
-        summaries["pgd"], f"untargeted PGD-{pgd_steps}, random start (Dice / Jaccard)"
-    )
+    table = _table(summaries["ifgsm"], "targeted I-FGSM (Dice / Jaccard)")
+    if summaries["pgd"]:
+        table += "\n" + _table(summaries["pgd"], f"untargeted PGD-{pgd_steps}, random start (Dice / Jaccard)")
     (work / "robustness_study.md").write_text(table)
     print(table)
     return table

@@ -72,3 +72,37 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
     args = {"epsilons": [0.0], "num_classes": 2, **kwargs}
     with pytest.raises(ValueError, match=match):
         RobustnessSweep(_network(), DataLoader(_data(), batch_size=2), IterativeFGSM, **args)
+
+
+def _summary(label: str, dice: list[float]) -> dict:
+    return {
+        "label": label,
+        "num_images": 3,
+        "results": [{"epsilon": e, "mean_dice": d, "mean_jaccard": d / (2 - d)} for e, d in zip((0, 8, 32), dice)],
+    }
+
+
+def test_robustness_panels_plot_one_figure(tmp_path) -> None:
+    from PIL import Image
+
+    from monai_ext.visualize import plot_robustness_panels
+
+    panels = {"I-FGSM": [_summary("a", [0.9, 0.8, 0.1]), _summary("b", [0.9, 0.5, 0.0])], "PGD": [_summary("a", [0.9, 0.7, 0.2])]}
+    path = plot_robustness_panels(panels, tmp_path / "figs" / "curves.png")
+    width, height = Image.open(path).size
+    assert width > 1.8 * height  # two panels side by side
+    with pytest.raises(ValueError, match="at least one panel"):
+        plot_robustness_panels({}, tmp_path / "empty.png")
+
+
+def test_study_table_lists_every_epsilon() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "nlcen_robustness_study.py"
+    spec = importlib.util.spec_from_file_location("nlcen_robustness_study", script)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    table = study._table({"a": _summary("NLCEN", [0.97, 0.9, 0.5])}, "title")
+    assert "| network | eps 0 | eps 8 | eps 32 |" in table
+    assert "| NLCEN (3 images) | 0.970 / 0.942 | 0.900 / 0.818 | 0.500 / 0.333 |" in table

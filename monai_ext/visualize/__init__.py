@@ -1,6 +1,6 @@
 """Plots of ``monai_ext`` results, saved as PNG files."""
 
-from monai_ext.visualize.curves import plot_robustness_curves
+from monai_ext.visualize.curves import plot_robustness_curves, plot_robustness_panels
 from monai_ext.visualize.protoseg import (
     plot_layer_scores,
     plot_noise_study,
@@ -14,6 +14,7 @@ __all__ = [
     "plot_layer_scores",
     "plot_noise_study",
     "plot_robustness_curves",
+    "plot_robustness_panels",
     "plot_sams",
     "plot_score_correlation",
     "plot_segmentations",

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plot_robustness_curves"]
+__all__ = ["plot_robustness_curves", "plot_robustness_panels"]
 
 
 def plot_robustness_curves(
@@ -30,20 +30,58 @@ def plot_robustness_curves(
     Returns:
         the path written.
     """
+    panels = {"mean Dice": ("mean_dice", summaries), "mean Jaccard": ("mean_jaccard", summaries)}
+    return _plot_panels(panels, path, title, xlabel)
+
+
+def plot_robustness_panels(
+    panels: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | Path,
+    metric: str = "mean_dice",
+    title: str | None = None,
+    xlabel: str = "epsilon",
+) -> Path:
+    """
+    Plot one metric against epsilon for several attacks side by side (one panel per attack) and save a PNG.
+
+    Args:
+        panels: panel title (the attack) -> results of :py:meth:`monai_ext.engines.RobustnessSweep.run` under it.
+        path: the PNG file to write (folders are created).
+        metric: the result key on the y axis, ``"mean_dice"`` or ``"mean_jaccard"``.
+        title: the figure's title.
+        xlabel: the x axis label (the attack budget and its unit).
+
+    Returns:
+        the path written.
+    """
+    if not panels:
+        raise ValueError("plot_robustness_panels needs at least one panel.")
+    return _plot_panels({name: (metric, summaries) for name, summaries in panels.items()}, path, title, xlabel)
+
+
+def _plot_panels(
+    panels: Mapping[str, tuple[str, Sequence[Mapping[str, Any]]]], path: str | Path, title: str | None, xlabel: str
+) -> Path:
+    """Draw ``panel title -> (result key, summaries)`` as side-by-side axes, one line per summary."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for summary in summaries:
-        results = sorted(summary["results"], key=lambda r: r["epsilon"])
-        eps = [r["epsilon"] for r in results]
-        for ax, key in zip(axes, ("mean_dice", "mean_jaccard")):
-            ax.plot(eps, [r[key] for r in results], marker="o", markersize=3, label=summary.get("label", "network"))
-    for ax, name in zip(axes, ("Dice", "Jaccard")):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (name, (key, summaries)) in zip(axes[0], panels.items()):
+        for summary in summaries:
+            results = sorted(summary["results"], key=lambda r: r["epsilon"])
+            ax.plot(
+                [r["epsilon"] for r in results],
+                [r[key] for r in results],
+                marker="o",
+                markersize=3,
+                label=summary.get("label", "network"),
+            )
+        ax.set_title(name)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"mean {name}")
+        ax.set_ylabel(key.replace("_", " "))
         ax.set_ylim(0.0, 1.0)
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower left", fontsize=8)
+        ax.legend(loc="lower left", fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
