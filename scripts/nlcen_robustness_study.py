@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,22 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def _shell_value(value: Any) -> str:
+    """
+    One override value as a shell word that ``monai.bundle run`` (python-fire) reads back as the same Python value:
+    non-strings are Python literals (``False``, ``None``, dicts), since fire reads JSON's ``false`` as a string.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    if isinstance(value, str) and shlex.quote(text) == text:
+        return text
+    return f'"{text}"' if not any(c in text for c in '$"`\\!') else shlex.quote(text)
+
+
 def _command(config: str | list[str], overrides: dict[str, Any]) -> str:
-    files = config if isinstance(config, str) else "['" + "','".join(config) + "']"
-    args = " ".join(f"--{k} '{json.dumps(v)}'" if not isinstance(v, str) else f"--{k} {v}" for k, v in overrides.items())
-    return f'python -m monai.bundle run --config_file "{files}" {args}'
+    """The ``python -m monai.bundle run ...`` command line that reproduces ``run(config_file=config, **overrides)``."""
+    files = config if isinstance(config, str) else repr(list(config))
+    args = " ".join(f"--{k} {_shell_value(v)}" for k, v in overrides.items())
+    return f"python -m monai.bundle run --config_file {_shell_value(files)} {args}"
 
 
 def _run(config: str | list[str], overrides: dict[str, Any]) -> None:

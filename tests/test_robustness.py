@@ -106,3 +106,32 @@ def test_study_table_lists_every_epsilon() -> None:
     table = study._table({"a": _summary("NLCEN", [0.97, 0.9, 0.5])}, "title")
     assert "| network | eps 0 | eps 8 | eps 32 |" in table
     assert "| NLCEN (3 images) | 0.970 / 0.942 | 0.900 / 0.818 | 0.500 / 0.333 |" in table
+
+
+def test_study_commands_read_back_as_the_same_overrides() -> None:
+    """The logged command, split by a shell and parsed by python-fire as ``monai.bundle run`` does, gives the overrides."""
+    import importlib.util
+    import shlex
+    from pathlib import Path
+
+    import fire
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "nlcen_robustness_study.py"
+    spec = importlib.util.spec_from_file_location("nlcen_robustness_study", script)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    overrides = {
+        "dataset_dir": "../shared/datasets/jsrt_scr_224",
+        "network_def#use_nlce": False,
+        "network_def": study.VARIANTS["unet"][1]["network_def"],
+        "max_images": None,
+        "epsilons": [0, 0.5, 32],
+        "label": "NLCEN w/o CE",
+        "note": "it's $HOME",
+    }
+    configs = ["a/robustness.json", "a/robustness_pgd.json"]
+    words = shlex.split(study._command(configs, overrides))
+    assert words[:5] == ["python", "-m", "monai.bundle", "run", "--config_file"]
+    parsed = fire.Fire(lambda **kwargs: kwargs, command=words[6:])
+    assert parsed == overrides
+    assert fire.Fire(lambda config_file: config_file, command=words[4:6]) == configs
