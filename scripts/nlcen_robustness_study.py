@@ -15,6 +15,7 @@ Example (the JSRT study of bundles/nlcen/docs/README.md)::
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import shlex
@@ -83,7 +84,7 @@ def study(
     pgd_variants: list[str] | tuple[str, ...] = ("nlcen", "unet"),
 ) -> str:
     """
-    Train and sweep the variants, then write ``<work_dir>/robustness_study.{md,json,png}`` (the plot: mean Dice
+    Train, evaluate (clean test split, every image) and sweep the variants, then write ``<work_dir>/robustness_study.{md,json,png}`` (the plot: mean Dice
     against epsilon, one panel per attack).
 
     Args:
@@ -107,6 +108,7 @@ def study(
         raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}.")
     work = Path(work_dir)
     summaries: dict[str, dict[str, dict]] = {"ifgsm": {}, "pgd": {}}
+    clean: dict[str, dict[str, Any]] = {}
     for name in variants:
         label, net = VARIANTS[name]
         root = work / name
@@ -117,6 +119,10 @@ def study(
                 str(CONFIGS / "train.json"),
                 {**common, "ckpt_dir": str(ckpt.parent), "output_dir": str(root / "runs"), "epochs": epochs},
             )
+        clean_dir = root / "eval" / "clean"
+        if not (clean_dir / "metrics.csv").exists():
+            _run(str(CONFIGS / "evaluate.json"), {**common, "ckpt_path": str(ckpt), "eval_dir": str(clean_dir)})
+        clean[name] = {"label": label, **_clean_scores(clean_dir)}
         sweep = {**common, "ckpt_path": str(ckpt), "eval_dir": str(root / "eval"), "label": label, "max_images": max_images}
         sweeps = [("ifgsm", str(CONFIGS / "robustness.json"), epsilons)]
         if name in pgd_variants:
@@ -132,13 +138,31 @@ def study(
     if summaries["pgd"]:
         panels[f"untargeted PGD-{pgd_steps}, random start"] = list(summaries["pgd"].values())
     plot_robustness_panels(panels, work / "robustness_study.png", xlabel="epsilon (8-bit intensity levels)")
-    (work / "robustness_study.json").write_text(json.dumps(summaries, indent=2))
-    table = _table(summaries["ifgsm"], "targeted I-FGSM (Dice / Jaccard)")
+    (work / "robustness_study.json").write_text(json.dumps({"clean": clean, **summaries}, indent=2))
+    table = _clean_table(clean) + "\n" + _table(summaries["ifgsm"], "targeted I-FGSM (Dice / Jaccard)")
     if summaries["pgd"]:
         table += "\n" + _table(summaries["pgd"], f"untargeted PGD-{pgd_steps}, random start (Dice / Jaccard)")
     (work / "robustness_study.md").write_text(table)
     print(table)
     return table
+
+
+def _clean_scores(eval_dir: Path) -> dict[str, Any]:
+    """Mean Dice and Jaccard of ``evaluate.json``'s ``metrics.csv`` and the number of images it scored."""
+    with open(eval_dir / "metrics.csv") as f:
+        scores: dict[str, Any] = {name: float(value) for name, value in csv.reader(f)}
+    with open(eval_dir / "mean_dice_raw.csv") as f:
+        scores["num_images"] = sum(1 for _ in f) - 1  # one header row
+    return scores
+
+
+def _clean_table(clean: dict[str, dict[str, Any]]) -> str:
+    lines = ["**clean test split, every image (Dice / Jaccard)**", "", "| network | clean |", "|---|---|"]
+    for scores in clean.values():
+        lines.append(
+            f"| {scores['label']} ({scores['num_images']} images) | {scores['mean_dice']:.4f} / {scores['mean_jaccard']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _table(summaries: dict[str, dict], title: str) -> str:
