@@ -66,15 +66,19 @@ def _plot_panels(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    colours: dict[str, str] = {}  # one colour per network across the panels
     for ax, (name, (key, summaries)) in zip(axes[0], panels.items()):
         for summary in summaries:
+            label = summary.get("label", "network")
+            colour = colours.setdefault(label, f"C{len(colours) % 10}")
             results = sorted(summary["results"], key=lambda r: r["epsilon"])
             ax.plot(
                 [r["epsilon"] for r in results],
                 [r[key] for r in results],
                 marker="o",
                 markersize=3,
-                label=summary.get("label", "network"),
+                color=colour,
+                label=label,
             )
         ax.set_title(name)
         ax.set_xlabel(xlabel)
