@@ -1,16 +1,18 @@
 """
 The NLCEN paper's robustness study (Fig. 4, 7, 8) on a dataset folder: train each network variant with
 ``bundles/nlcen/configs/train.json``, sweep it with targeted I-FGSM (``robustness.json``) and untargeted PGD
-(``robustness.json`` + ``robustness_pgd.json``), and gather the curves into one table and one plot.
+(``robustness.json`` + ``robustness_pgd.json``), score it on the clean test split (``evaluate.json``), and gather
+the results into tables and one plot.
 
 Every step is the bundle's own config run through ``monai.bundle.run`` with overrides, so each result can be
 reproduced with the ``python -m monai.bundle run ...`` command the script logs. A variant whose checkpoint
-exists is not retrained; a sweep whose JSON exists is not rerun (delete it to redo it).
+exists is not retrained and a step whose output exists is not rerun (delete it to redo it), so variants can be
+run by separate processes and gathered by a last call that names them all.
 
-Example (the JSRT study of bundles/nlcen/docs/README.md)::
+Example (one part of the JSRT study of bundles/nlcen/docs/README.md, which lists every command)::
 
-    python scripts/nlcen_robustness_study.py --dataset_dir ../shared/datasets/jsrt_scr_224 \
-        --variants "[unet, unet_nlce, nlcen]" --max_images 40
+    python scripts/nlcen_robustness_study.py --dataset_dir ../shared/datasets/jsrt_scr_224 --max_images 24 \
+        --epsilons "[0,1,2,4,8,16,32]" --pgd_epsilons "[0,2,8,32]" --variants "[nlcen,nlcen_wo_nl]" --epochs 30
 """
 
 from __future__ import annotations
