@@ -86,8 +86,8 @@ def study(
     pgd_variants: list[str] | tuple[str, ...] = ("nlcen", "unet"),
 ) -> str:
     """
-    Train, evaluate (clean test split, every image) and sweep the variants, then write ``<work_dir>/robustness_study.{md,json,png}`` (the plot: mean Dice
-    against epsilon, one panel per attack).
+    Train, evaluate (clean test split, every image) and sweep the variants, then write
+    ``<work_dir>/robustness_study.{md,json,png}`` (the plot: mean Dice against epsilon, one panel per attack).
 
     Args:
         dataset_dir: the dataset folder (``dataset.json`` or ``images/`` + ``masks/``).
@@ -125,14 +125,23 @@ def study(
         if not (clean_dir / "metrics.csv").exists():
             _run(str(CONFIGS / "evaluate.json"), {**common, "ckpt_path": str(ckpt), "eval_dir": str(clean_dir)})
         clean[name] = {"label": label, **_clean_scores(clean_dir)}
-        sweep = {**common, "ckpt_path": str(ckpt), "eval_dir": str(root / "eval"), "label": label, "max_images": max_images}
+        sweep = {
+            **common,
+            "ckpt_path": str(ckpt),
+            "eval_dir": str(root / "eval"),
+            "label": label,
+            "max_images": max_images,
+        }
         sweeps = [("ifgsm", str(CONFIGS / "robustness.json"), epsilons)]
         if name in pgd_variants:
-            sweeps.append(("pgd", [str(CONFIGS / "robustness.json"), str(CONFIGS / "robustness_pgd.json")], pgd_epsilons))
+            pgd_configs = [str(CONFIGS / "robustness.json"), str(CONFIGS / "robustness_pgd.json")]
+            sweeps.append(("pgd", pgd_configs, pgd_epsilons))
         for kind, configs, eps in sweeps:
             out = root / "eval" / ("robustness.json" if kind == "ifgsm" else "robustness_pgd.json")
             if not out.exists():
-                extra = {"epsilons": list(eps)} if kind == "ifgsm" else {"epsilons": list(eps), "attack#num_steps": pgd_steps}
+                extra = {"epsilons": list(eps)}
+                if kind == "pgd":
+                    extra["attack#num_steps"] = pgd_steps
                 _run(configs, {**sweep, **extra})
             summaries[kind][name] = json.loads(out.read_text())
 
@@ -161,15 +170,15 @@ def _clean_scores(eval_dir: Path) -> dict[str, Any]:
 def _clean_table(clean: dict[str, dict[str, Any]]) -> str:
     lines = ["**clean test split, every image (Dice / Jaccard)**", "", "| network | clean |", "|---|---|"]
     for scores in clean.values():
-        lines.append(
-            f"| {scores['label']} ({scores['num_images']} images) | {scores['mean_dice']:.4f} / {scores['mean_jaccard']:.4f} |"
-        )
+        cell = f"{scores['mean_dice']:.4f} / {scores['mean_jaccard']:.4f}"
+        lines.append(f"| {scores['label']} ({scores['num_images']} images) | {cell} |")
     return "\n".join(lines) + "\n"
 
 
 def _table(summaries: dict[str, dict], title: str) -> str:
     eps = sorted({r["epsilon"] for s in summaries.values() for r in s["results"]})
-    lines = [f"**{title}**", "", "| network | " + " | ".join(f"eps {e:g}" for e in eps) + " |", "|---" * (len(eps) + 1) + "|"]
+    header = "| network | " + " | ".join(f"eps {e:g}" for e in eps) + " |"
+    lines = [f"**{title}**", "", header, "|---" * (len(eps) + 1) + "|"]
     for summary in summaries.values():
         by_eps = {r["epsilon"]: r for r in summary["results"]}
         cells = [f"{by_eps[e]['mean_dice']:.3f} / {by_eps[e]['mean_jaccard']:.3f}" if e in by_eps else "" for e in eps]

@@ -12,11 +12,13 @@ from pathlib import Path
 import fire
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
 from monai_ext.attacks import IterativeFGSM
 from monai_ext.engines import RobustnessSweep
+from monai_ext.visualize import plot_robustness_panels
 
 
 def _data(n: int = 6, size: int = 16) -> list[dict[str, torch.Tensor]]:
@@ -97,11 +99,10 @@ def _summary(label: str, dice: list[float]) -> dict:
 
 
 def test_robustness_panels_plot_one_figure(tmp_path) -> None:
-    from PIL import Image
-
-    from monai_ext.visualize import plot_robustness_panels
-
-    panels = {"I-FGSM": [_summary("a", [0.9, 0.8, 0.1]), _summary("b", [0.9, 0.5, 0.0])], "PGD": [_summary("a", [0.9, 0.7, 0.2])]}
+    panels = {
+        "I-FGSM": [_summary("a", [0.9, 0.8, 0.1]), _summary("b", [0.9, 0.5, 0.0])],
+        "PGD": [_summary("a", [0.9, 0.7, 0.2])],
+    }
     path = plot_robustness_panels(panels, tmp_path / "figs" / "curves.png")
     width, height = Image.open(path).size
     assert width > 1.8 * height  # two panels side by side
@@ -117,7 +118,8 @@ def test_study_table_lists_every_epsilon() -> None:
 
 
 def test_study_commands_read_back_as_the_same_overrides() -> None:
-    """The logged command, split by a shell and parsed by python-fire as ``monai.bundle run`` does, gives the overrides."""
+    """The logged command, split by a shell and parsed by python-fire (as ``monai.bundle run`` does), gives the
+    overrides back."""
     study = _study_script()
     overrides = {
         "dataset_dir": "../shared/datasets/jsrt_scr_224",
