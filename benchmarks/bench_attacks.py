@@ -42,9 +42,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from common import machine_info
+from torch import nn
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_attacks.json"
 FLOOR_TARGET = 1.10  # ours / floor
@@ -123,9 +122,7 @@ def run_case(
         "ours": lambda: ours(net, images, labels),
     }
     if torchattacks is not None:
-        theirs = torchattacks.PGD(
-            net, eps=EPS_LEVELS / 255, alpha=ALPHA_LEVELS / 255, steps=steps, random_start=False
-        )
+        theirs = torchattacks.PGD(net, eps=EPS_LEVELS / 255, alpha=ALPHA_LEVELS / 255, steps=steps, random_start=False)
         theirs.set_model_training_mode(model_training=False, batchnorm_training=False, dropout_training=False)
         methods["torchattacks"] = lambda: theirs(images, target)
 
@@ -175,7 +172,7 @@ def run_case(
 def _import_torchattacks():
     try:
         import torchattacks
-    except Exception as e:  # ImportError, or a broken install
+    except (ImportError, RuntimeError, AttributeError) as e:  # not installed, or an install broken against torch
         print(
             f"torchattacks is not importable ({type(e).__name__}: {e}): skipping the comparison. Install it in the "
             "benchmark's environment with `pip install --no-deps torchattacks`.",

@@ -109,7 +109,7 @@ def run_subprocess(impl: str, size: int, batch: int, channels: int, repeats: int
     """Run one case in a fresh interpreter (`sys.executable` re-invoking this script)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", impl, "--sizes", str(size)]
     cmd += ["--batch", str(batch), "--channels", str(channels), "--repeats", str(repeats)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1])
     if proc.returncode != 0:
         raise RuntimeError(f"case {impl} {size}x{size} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

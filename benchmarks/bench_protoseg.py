@@ -1,11 +1,12 @@
 """Benchmark the ProtoSeg layer analysis: inference with all 18 BasicUNet layers analysed over plain inference.
 
 Plain inference is the eval-mode forward pass of MONAI's ``BasicUNet`` without gradients (what
-``SimpleInferer`` does in an evaluator). Analysed inference is the same forward pass with the
-:class:`monai_ext.handlers.ProtoSegLayerHandler` hooks recording the 18 convolution outputs and the input,
-followed by the handler's per-batch work (``ProtoSegLayerHandler.score``: prototypes, probability maps upsampled to
-the label's resolution, SAMs and Dice for the input and the 18 layers, and the output's Dice); the unit analysis
-and SAM images are off. A second analysed case adds the unit analysis of the last layer (every channel scored).
+``SimpleInferer`` does in an evaluator). Analysed inference is the same forward pass with the hooks of
+:class:`monai_ext.handlers.FeatureRecorderHandler` recording the 18 convolution outputs and the input, followed by
+the per-batch work of the metric handlers of ``interpret.json``: ``SAScoreHandler`` (:class:`monai_ext.metrics.
+SAScoreMetric` of the input and the 18 layers: prototypes, probability maps upsampled to the label's resolution,
+SAMs and their Dice) and ``OutputDiceHandler`` (the output's Dice); the SAM images are off. A second analysed case
+adds the unit analysis of the last layer (``SAScoreHandler(-1, per_unit=True)``: every channel scored).
 
 Both run on the same batch in one process, back to back in each repeat, after a warm-up pass of each; the ratio is
 the median over the repeats of (analysed time / plain time) within a repeat, which cancels slow changes of the load
@@ -28,9 +29,11 @@ from pathlib import Path
 
 import torch
 from common import machine_info
+from monai.metrics import DiceMetric
 from monai.networks.nets import BasicUNet
 
-from monai_ext.handlers import ProtoSegLayerHandler
+from monai_ext.metrics import SAScoreMetric, binarize_prediction
+from monai_ext.networks.utils import BASIC_UNET_LAYERS, INPUT_LAYER, FeatureRecorder
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_protoseg.json"
 TARGET_RATIO = 1.5
@@ -54,28 +57,32 @@ def main(argv: list[str] | None = None) -> int:
     images = torch.rand(args.batch, args.in_channels, args.size, args.size)
     labels = torch.zeros(args.batch, 1, args.size, args.size)
     labels[..., args.size // 4 : 3 * args.size // 4, args.size // 3 : 2 * args.size // 3] = 1.0
-    layers_only = ProtoSegLayerHandler(net, None, unit_layer=None, num_sam_images=0)
-    with_units = ProtoSegLayerHandler(net, None, unit_layer=-1, num_sam_images=0)
-    names = [f"image_{i}" for i in range(args.batch)]
+    recorder = FeatureRecorder(net, [INPUT_LAYER, *BASIC_UNET_LAYERS])
+    layer_sa, unit_sa = SAScoreMetric(), SAScoreMetric(per_unit=True)
+    output_dice = DiceMetric(include_background=False, ignore_empty=False)
 
     def plain() -> None:
         with torch.no_grad():
             net(images)
 
-    def analysed(handler: ProtoSegLayerHandler) -> None:
+    def analysed(units: bool) -> None:
         with torch.no_grad():
             pred = net(images)
-        handler.score(handler.recorder.pop(), pred, labels, names)
+        features, mask = recorder.pop(), binarize_prediction(pred)
+        layer_sa(y_pred=features, y=labels, mask=mask)
+        output_dice(y_pred=mask, y=labels)
+        if units:
+            unit_sa(y_pred=features[BASIC_UNET_LAYERS[-1]], y=labels, mask=mask)
 
-    cases = {"plain": plain, "layers": lambda: analysed(layers_only), "layers+units": lambda: analysed(with_units)}
-    # each handler's hooks record every forward pass: the inactive ones are cleared before each case
+    cases = {"plain": plain, "layers": lambda: analysed(False), "layers+units": lambda: analysed(True)}
+    # the hooks record every forward pass: cleared before each case
     for fn in cases.values():  # warm-up
-        layers_only.recorder.clear(), with_units.recorder.clear()
+        recorder.clear()
         fn()
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.repeats):
         for name, fn in cases.items():
-            layers_only.recorder.clear(), with_units.recorder.clear()
+            recorder.clear()
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

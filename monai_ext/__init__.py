@@ -3,4 +3,15 @@
 from monai_ext import attacks, data, engines, handlers, losses, metrics, networks, transforms, visualize
 
 __version__ = "0.1.0"
-__all__ = ["attacks", "data", "engines", "handlers", "losses", "metrics", "networks", "transforms", "visualize", "__version__"]
+__all__ = [
+    "__version__",
+    "attacks",
+    "data",
+    "engines",
+    "handlers",
+    "losses",
+    "metrics",
+    "networks",
+    "transforms",
+    "visualize",
+]

@@ -1,8 +1,8 @@
 """
 The NLCEN paper's robustness study (Fig. 4, 7, 8) on a dataset folder: train each network variant with
-``bundles/nlcen/configs/train.json``, sweep it with targeted I-FGSM (``robustness.json``) and untargeted PGD
-(``robustness.json`` + ``robustness_pgd.json``), score it on the clean test split (``evaluate.json``), and gather
-the results into tables and one plot.
+``bundles/nlcen/configs/train.json``, sweep it with targeted I-FGSM (``train.json`` + ``robustness.json``) and
+untargeted PGD (``train.json`` + ``robustness.json`` + ``robustness_pgd.json``), score it on the clean test split
+(``train.json`` + ``evaluate.json``), and gather the results into tables and one plot.
 
 Every step is the bundle's own config run through ``monai.bundle.run`` with overrides, so each result can be
 reproduced with the ``python -m monai.bundle run ...`` command the script logs. A variant whose checkpoint
@@ -51,6 +51,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def _chain(*names: str) -> list[str]:
+    """The bundle's config files ``train.json`` + ``names``, later ones overriding earlier ones."""
+    return [str(CONFIGS / f"{name}.json") for name in ("train", *names)]
+
+
 def _shell_value(value: Any) -> str:
     """
     One override value as a shell word that ``monai.bundle run`` (python-fire) reads back as the same Python value:
@@ -64,7 +69,7 @@ def _shell_value(value: Any) -> str:
 
 def _command(config: str | list[str], overrides: dict[str, Any]) -> str:
     """The ``python -m monai.bundle run ...`` command line that reproduces ``run(config_file=config, **overrides)``."""
-    files = config if isinstance(config, str) else repr(list(config))
+    files = config if isinstance(config, str) else config[0] if len(config) == 1 else repr(list(config))
     args = " ".join(f"--{k} {_shell_value(v)}" for k, v in overrides.items())
     return f"python -m monai.bundle run --config_file {_shell_value(files)} {args}"
 
@@ -118,12 +123,12 @@ def study(
         ckpt = root / "models" / "model.pt"
         if not ckpt.exists():
             _run(
-                str(CONFIGS / "train.json"),
+                _chain(),
                 {**common, "ckpt_dir": str(ckpt.parent), "output_dir": str(root / "runs"), "epochs": epochs},
             )
         clean_dir = root / "eval" / "clean"
         if not (clean_dir / "metrics.csv").exists():
-            _run(str(CONFIGS / "evaluate.json"), {**common, "ckpt_path": str(ckpt), "eval_dir": str(clean_dir)})
+            _run(_chain("evaluate"), {**common, "ckpt_path": str(ckpt), "eval_dir": str(clean_dir)})
         clean[name] = {"label": label, **_clean_scores(clean_dir)}
         sweep = {
             **common,
@@ -132,10 +137,9 @@ def study(
             "label": label,
             "max_images": max_images,
         }
-        sweeps = [("ifgsm", str(CONFIGS / "robustness.json"), epsilons)]
+        sweeps = [("ifgsm", _chain("robustness"), epsilons)]
         if name in pgd_variants:
-            pgd_configs = [str(CONFIGS / "robustness.json"), str(CONFIGS / "robustness_pgd.json")]
-            sweeps.append(("pgd", pgd_configs, pgd_epsilons))
+            sweeps.append(("pgd", _chain("robustness", "robustness_pgd"), pgd_epsilons))
         for kind, configs, eps in sweeps:
             out = root / "eval" / ("robustness.json" if kind == "ifgsm" else "robustness_pgd.json")
             if not out.exists():

@@ -1,12 +1,19 @@
 """
-Gather the outputs of ``bundles/protoseg/configs/interpret.json`` for several datasets, each interpreted for the
-offline and the online (ProtoSeg loss) model, into the ProtoSeg paper's tables as Markdown: Table 1 (output Dice and
-last-layer SA score), Table 2 (Dice at each coverage, images ranked by the mean SA score mu, and by VoG), Table 3
-(input separability S_x, output Dice, m(d)), the correlations of mu and VoG with the Dice (Fig. 10), and one Fig. 5
-per dataset with the offline and online curves.
+Gather the outputs of the ProtoSeg bundle's interpretation run (``train.json`` + ``interpret.json``) for several
+datasets, each interpreted for the offline and the online (ProtoSeg loss) model, into the ProtoSeg paper's tables as
+Markdown: Table 1 (output Dice and last-layer SA score), Table 2 (Dice at each coverage, images ranked by the mean SA
+score mu, and by VoG), Table 3 (input separability S_x, output Dice, m(d)), the correlations of mu and VoG with the
+Dice (Fig. 10), and one Fig. 5 per dataset with the offline and online curves.
 
 It reads ``<eval_root>/<dataset>_<run>/layers.json`` and ``quality.json`` (``run`` in ``offline``, ``online``): the
-``--interpret_dir`` given to interpret.json. Missing runs are left out of the tables.
+``--interpret_dir`` given to the interpretation run::
+
+    python -m monai.bundle run \
+        --config_file "['bundles/protoseg/configs/train.json','bundles/protoseg/configs/interpret.json']" \
+        --ckpt_path bundles/protoseg/models/jsrt_scr_224_offline/model.pt \
+        --interpret_dir bundles/protoseg/eval/jsrt_scr_224_offline
+
+Missing runs are left out of the tables.
 
 Example::
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +51,7 @@ def _ms(stat: dict[str, float] | None) -> str:
 
 
 def _corr(value: float) -> str:
-    return "" if value != value else f"{value:.3f}"  # NaN -> empty
+    return "" if math.isnan(value) else f"{value:.3f}"  # NaN -> empty
 
 
 def tables(
@@ -59,7 +67,7 @@ def tables(
     results = {d: {r: _load(root / f"{d}_{r}") for r in RUNS} for d in datasets}
     found = [(d, r) for d in datasets for r in RUNS if results[d][r] is not None]
     if not found:
-        raise FileNotFoundError(f"No interpret.json output (layers.json) under {root}/<dataset>_<offline|online>/.")
+        raise FileNotFoundError(f"No interpretation output (layers.json) under {root}/<dataset>_<offline|online>/.")
     lines = ["### Table 1: output Dice and last-layer SA score (test split, mean ± std)", ""]
     lines += [
         "| dataset | offline: output | offline: S_f18 | online: output | online: S_f18 |",

@@ -1,8 +1,9 @@
 """
 Results of the SAGAN segmentation bundle across runs: the paper's per-class tables and a figure of predictions.
 
-``table`` gathers the ``class_metrics.json`` that ``bundles/sagan_seg/configs/evaluate.json`` writes to each run's
-``eval_dir`` into one markdown table per metric (rows: classes and their mean, the paper's "overall"; columns: runs).
+``table`` gathers the ``class_metrics.json`` that ``bundles/sagan_seg/configs/evaluate.json`` (merged over
+``train.json``) writes to each run's ``eval_dir`` into one markdown table per metric (rows: classes and their mean,
+the paper's "overall"; columns: runs).
 ``figure`` runs each run's network on the first test images and plots ground truth and predictions side by side.
 
 Example (the JSRT comparison of bundles/sagan_seg/docs/README.md)::
@@ -78,7 +79,7 @@ def table(runs: Mapping[str, str], output: str | None = None, digits: int = 4) -
 def _predict(run: Mapping[str, Any], overrides: Mapping[str, Any], items: Sequence[dict], device: torch.device):
     """Class-index maps of a run's network for ``items``, at each label's own size."""
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "evaluate.json"), *run.get("configs", [])])
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json"), *run.get("configs", [])])
     parser.update({**overrides, **run.get("overrides", {}), "device": f"$torch.device('{device}')"})
     network = parser.get_parsed_content("network")
     network.load_state_dict(torch.load(run["ckpt"], map_location=device, weights_only=True))
@@ -108,7 +109,7 @@ def figure(
     Args:
         dataset_dir: the dataset folder.
         runs: column label -> ``{"ckpt": generator weights (model.pt), "configs": [config files merged over
-            evaluate.json, e.g. unet_baseline.json], "overrides": {config overrides}}``.
+            train.json + evaluate.json, e.g. unet_baseline.json], "overrides": {config overrides}}``.
         output: the PNG file to write.
         num_images: how many images (rows).
         split: the dataset split.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +14,7 @@ from monai.transforms import AsDiscreted, Compose
 from torch import nn
 
 from monai_ext.attacks import FGSM, PGD, IterativeFGSM, attack_loss, kurakin_num_steps, resolve_target, to_data_units
-from monai_ext.handlers import AdversarialPrepareBatch
+from monai_ext.engines.utils import AdversarialPrepareBatch
 from monai_ext.networks.nets import NLCEN
 from monai_ext.transforms import Attackd
 
@@ -155,9 +153,17 @@ def test_attacks_move_the_loss_the_right_way(trained):
     assert _loss(net, helpful(net, x, y), y) < clean - 1e-4
 
 
-@pytest.mark.parametrize("eps", [0.5, 1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32])
-def test_kurakin_schedule(eps):
-    expected = min(eps + 4, math.ceil(1.25 * eps))
+# The NLCEN paper's budgets (eps in levels of 0-255) and the number of iterations of Kurakin et al.'s rule
+# N = min(eps + 4, ceil(1.25 * eps)), worked by hand: e.g. eps 0.5 -> min(4.5, ceil(0.625) = 1) = 1,
+# eps 10 -> min(14, ceil(12.5) = 13) = 13, eps 14 -> min(18, ceil(17.5) = 18) = 18, eps 18 -> min(22, 23) = 22.
+KURAKIN_STEPS = {
+    0.5: 1, 1: 2, 2: 3, 4: 5, 6: 8, 8: 10, 10: 13, 12: 15, 14: 18,
+    16: 20, 18: 22, 20: 24, 22: 26, 24: 28, 26: 30, 28: 32, 30: 34, 32: 36,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("eps, expected", sorted(KURAKIN_STEPS.items()))
+def test_kurakin_schedule(eps, expected):
     assert kurakin_num_steps(eps) == expected and isinstance(kurakin_num_steps(eps), int)
     assert IterativeFGSM(eps).num_steps == expected
     assert IterativeFGSM(eps / 255, unit="fraction").num_steps == expected  # no float drift: 8/255*255 != 8

@@ -1,33 +1,27 @@
-"""Smoke test of the ProtoSeg bundle through ``monai.bundle``: offline and online training, evaluation, inference with
-the mean SA score, and the interpretation run, on a tiny synthetic set; plus one real image through the datalist."""
+"""The ProtoSeg bundle through ``monai.bundle``: offline and online training, evaluation, inference with the mean SA
+score, and the interpretation run (train.json + interpret.json), on a tiny synthetic set; the tables script over its
+output; one real image of each dataset through the datalist. (What every bundle must pass is in
+``test_bundle_conformance.py``.)"""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, run, verify_net_in_out
+from conftest import REPO, tiny
 from PIL import Image
 
 from monai_ext.data import load_datalist, make_synthetic_dataset
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "protoseg"
-CONFIGS = BUNDLE / "configs"
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "protoseg_tables.py"
-SMALL = {"spatial_size": [64, 64], "features": [4, 4, 8, 8, 16, 4], "num_workers": 0}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def _tables_script():
-    spec = importlib.util.spec_from_file_location("protoseg_tables", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+BUNDLE = "protoseg"
+DATASETS = REPO.parent / "shared" / "datasets"
+SMALL = tiny(BUNDLE)
 
 
 def _read_csv(path: Path) -> list[list[str]]:
@@ -36,59 +30,49 @@ def _read_csv(path: Path) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def trained(tmp_path_factory: pytest.TempPathFactory, run_bundle) -> tuple[Path, Path]:
     """Train two epochs (one checkpoint per epoch for VoG) into a temporary bundle root."""
     root = tmp_path_factory.mktemp("protoseg")
     data = make_synthetic_dataset(
         root / "data", num_training=8, num_validation=4, num_test=4, spatial_size=(64, 64), seed=2
     )
-    run(
-        config_file=str(CONFIGS / "train.json"),
-        bundle_root=str(root),
-        dataset_dir=str(data),
-        epochs=2,
-        batch_size=4,
-        checkpoint_interval=1,
-        **SMALL,
-    )
+    args = {"bundle_root": str(root), "dataset_dir": str(data), "batch_size": 4, **SMALL}
+    run_bundle(BUNDLE, "train", epochs=2, checkpoint_interval=1, **args)
     return root, Path(data)
 
 
-def test_train_saves_best_and_epoch_checkpoints(trained_bundle: tuple[Path, Path]) -> None:
-    root, _ = trained_bundle
+def test_train_saves_best_and_epoch_checkpoints(trained: tuple[Path, Path]) -> None:
+    root, _ = trained
     state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert "upcat_1.convs.conv_1.conv.weight" in state
     assert len(sorted((root / "models" / "epochs").glob("*.pt"))) == 2
 
 
-def test_train_online_uses_the_protoseg_loss(trained_bundle: tuple[Path, Path]) -> None:
-    root, data = trained_bundle
-    configs = [str(CONFIGS / "train.json"), str(CONFIGS / "train_online.json")]
-    parser = ConfigParser()
-    parser.read_config(configs)
-    parser.update({"bundle_root": str(root), "dataset_dir": str(data), **SMALL})
-    loss = parser.get_parsed_content("loss")
+def test_train_online_uses_the_protoseg_loss(trained: tuple[Path, Path], run_bundle, bundle_config) -> None:
+    root, data = trained
+    args = {"bundle_root": str(root), "dataset_dir": str(data), **SMALL}
+    loss = bundle_config(BUNDLE, ["train", "train_online"], **args).get_parsed_content("loss")
     assert type(loss).__name__ == "ProtoSegLoss" and len(loss.recorder.layers) == 18
-    run(config_file=configs, bundle_root=str(root), dataset_dir=str(data), epochs=1, batch_size=4, **SMALL)
+    run_bundle(BUNDLE, ["train", "train_online"], epochs=1, batch_size=4, **args)
     state = torch.load(root / "models" / "online" / "model.pt", map_location="cpu", weights_only=True)
     assert "conv_0.conv_0.conv.weight" in state
 
 
-def test_evaluate_and_interpret_agree(trained_bundle: tuple[Path, Path]) -> None:
-    root, data = trained_bundle
-    run(config_file=str(CONFIGS / "evaluate.json"), bundle_root=str(root), dataset_dir=str(data), **SMALL)
+def test_evaluate_and_interpret_agree(trained: tuple[Path, Path], run_bundle, load_script) -> None:
+    root, data = trained
+    args = {"bundle_root": str(root), "dataset_dir": str(data), **SMALL}
+    run_bundle(BUNDLE, ["train", "evaluate"], **args)
     metrics = {row[0]: float(row[1]) for row in _read_csv(root / "eval" / "metrics.csv")}
-    run(
-        config_file=str(CONFIGS / "interpret.json"),
-        bundle_root=str(root),
-        dataset_dir=str(data),
-        interpret_dir=str(root / "eval" / "synthetic_offline"),
+    out = root / "eval" / "synthetic_offline"
+    run_bundle(
+        BUNDLE,
+        ["train", "interpret"],
+        interpret_dir=str(out),
         noise_levels=[0.5],
         num_sam_images=2,
         batch_size=4,
-        **SMALL,
+        **args,
     )
-    out = root / "eval" / "synthetic_offline"
     layers = json.loads((out / "layers.json").read_text())
     assert layers["num_images"] == 4 and len(layers["layers"]) == 19
     # the images are 64 x 64 already: the interpretation's output Dice is evaluate.json's
@@ -99,7 +83,7 @@ def test_evaluate_and_interpret_agree(trained_bundle: tuple[Path, Path]) -> None
     assert [row["num_images"] for row in quality["mu"]["coverage"]] == [4, 4, 3, 2]
     noise = json.loads((out / "noise.json").read_text())
     assert noise["levels"] == [0.5] and len(noise["difference"][0]) == 19
-    markdown = Path(_tables_script().tables(str(root / "eval"), ["synthetic"])).read_text()
+    markdown = Path(load_script("protoseg_tables").tables(str(root / "eval"), ["synthetic"])).read_text()
     assert (
         f"| synthetic | {layers['output_dice']['mean']:.4f} ± " in markdown
         and "| synthetic | offline | mu |" in markdown
@@ -109,9 +93,9 @@ def test_evaluate_and_interpret_agree(trained_bundle: tuple[Path, Path]) -> None
         assert (out / name).is_file(), name
 
 
-def test_inference_writes_masks_and_mu(trained_bundle: tuple[Path, Path]) -> None:
-    root, data = trained_bundle
-    run(config_file=str(CONFIGS / "inference.json"), bundle_root=str(root), dataset_dir=str(data), **SMALL)
+def test_inference_writes_masks_and_mu(trained: tuple[Path, Path], run_bundle) -> None:
+    root, data = trained
+    run_bundle(BUNDLE, "inference", bundle_root=str(root), dataset_dir=str(data), **SMALL)
     out = root / "predictions"
     masks = sorted(out.glob("*_seg.png"))
     assert len(masks) == 4
@@ -122,24 +106,6 @@ def test_inference_writes_masks_and_mu(trained_bundle: tuple[Path, Path]) -> Non
     assert {Path(name).stem + "_seg" for name, _ in rows[1:]} == {m.stem for m in masks}
 
 
-def test_verify_net_in_out() -> None:
-    verify_net_in_out(
-        net_id="network_def",
-        meta_file=str(CONFIGS / "metadata.json"),
-        config_file=str(CONFIGS / "inference.json"),
-        n=1,
-        any=8,
-        **{"network_def#features": SMALL["features"]},
-    )
-
-
-def test_inference_config_has_monai_label_ids() -> None:
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
-    for key in ("network_def", "network", "preprocessing", "inferer", "postprocessing", "bundle_root", "device"):
-        assert key in parser, key
-
-
 REAL = {
     "kvasir_seg": {"in_channels": 3, "label_threshold": 128},
     "jsrt_scr_224": {"in_channels": 1, "label_values": [[0, 250], [150, 200]]},
@@ -148,13 +114,11 @@ REAL = {
 
 
 @pytest.mark.parametrize("name", sorted(REAL))
-def test_real_image_through_the_datalist(name: str) -> None:
+def test_real_image_through_the_datalist(name: str, bundle_config) -> None:
     folder = DATASETS / name
     if not (folder / "dataset.json").is_file():
         pytest.skip(f"{folder} is not available")
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "interpret.json"))
-    parser.update({"dataset_dir": str(folder), "spatial_size": [64, 64], **REAL[name]})
+    parser = bundle_config(BUNDLE, ["train", "interpret"], dataset_dir=str(folder), spatial_size=[64, 64], **REAL[name])
     item = load_datalist(parser.get_parsed_content("data_root"), "test")[0]
     out = parser.get_parsed_content("preprocessing")(item)
     assert tuple(out["image"].shape) == (REAL[name]["in_channels"], 64, 64)

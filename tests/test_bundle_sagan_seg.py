@@ -1,12 +1,12 @@
 """
-Smoke tests of the SAGAN segmentation bundle through ``monai.bundle`` (train one epoch, evaluate, infer, on a tiny
-synthetic set; the U-Net baseline override) and of its evaluation metrics against a hand-computed confusion matrix.
+SAGAN segmentation bundle through ``monai.bundle`` beyond the shared conformance tests: what train, evaluate and
+inference write, the U-Net baseline override, the evaluation metrics against a hand-computed confusion matrix, and the
+report script.
 """
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,51 +14,28 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
-from monai.bundle import ConfigParser, run, verify_net_in_out
 from PIL import Image
 
-from monai_ext.data import make_synthetic_dataset
 from monai_ext.handlers.class_metrics import ClassMetricsSaver
 from monai_ext.visualize import plot_segmentations
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "sagan_seg"
-CONFIGS = BUNDLE / "configs"
-SCRIPTS = BUNDLE.parents[1] / "scripts"
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+BUNDLE = "sagan_seg"
 TINY = {"spatial_size": [32, 32], "channels": [4, 8, 8, 16, 16], "num_workers": 0}
 CLASSES = ["background", "right lung", "left lung", "heart"]
 METRICS = ["f1_score", "accuracy", "iou", "precision", "recall"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster than two, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+NUM_TEST = 8  # test images of the synthetic default data (128 x 128)
 
 
 @pytest.fixture(scope="module")
-def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Train one epoch into a temporary bundle root and return (bundle_root, dataset_dir)."""
-    root = tmp_path_factory.mktemp("sagan_seg")
-    data = make_synthetic_dataset(
-        root / "data", num_training=8, num_validation=4, num_test=4, spatial_size=(64, 64), seed=1
-    )
-    run(
-        config_file=str(CONFIGS / "train.json"),
-        bundle_root=str(root),
-        dataset_dir=str(data),
-        epochs=1,
-        batch_size=4,
-        d_channels=[4, 8, 8, 16, 16],
-        **TINY,
-    )
-    return root, Path(data)
+def trained(trained_bundle) -> tuple[Path, Path]:
+    """(bundle_root, dataset_dir) of one epoch of train.json on the synthetic default data."""
+    return trained_bundle(BUNDLE)
 
 
-def test_train_saves_generator_and_final_checkpoint(trained_bundle: tuple[Path, Path]) -> None:
-    root, _ = trained_bundle
+def test_train_saves_generator_and_final_checkpoint(trained: tuple[Path, Path]) -> None:
+    root, _ = trained
     best = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert any(key.startswith("encoder.") for key in best) and not any(key.startswith("blocks.") for key in best)
     final = torch.load(root / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
@@ -67,9 +44,9 @@ def test_train_saves_generator_and_final_checkpoint(trained_bundle: tuple[Path, 
     assert len(list((root / "runs").glob("events.out.tfevents*"))) >= 1
 
 
-def test_evaluate_writes_per_class_tables(trained_bundle: tuple[Path, Path]) -> None:
-    root, data = trained_bundle
-    run(config_file=str(CONFIGS / "evaluate.json"), bundle_root=str(root), dataset_dir=str(data), **TINY)
+def test_evaluate_writes_per_class_tables(trained: tuple[Path, Path], run_bundle) -> None:
+    root, data = trained
+    run_bundle(BUNDLE, ["train", "evaluate"], bundle_root=str(root), dataset_dir=str(data), **TINY)
     table = json.loads((root / "eval" / "class_metrics.json").read_text())
     assert list(table) == METRICS
     for name, row in table.items():
@@ -81,57 +58,37 @@ def test_evaluate_writes_per_class_tables(trained_bundle: tuple[Path, Path]) -> 
     with open(root / "eval" / "metrics.csv") as f:
         assert {row[0] for row in csv.reader(f) if row} == {"mean_dice"}
     raw = (root / "eval" / "iou_raw.csv").read_text().splitlines()
-    assert len(raw) == 1 + 4 and raw[0].split(",")[1:] == ["class0", "class1", "class2", "class3", "mean"]
+    assert len(raw) == 1 + NUM_TEST and raw[0].split(",")[1:] == ["class0", "class1", "class2", "class3", "mean"]
 
 
-def test_inference_writes_one_mask_per_image(trained_bundle: tuple[Path, Path]) -> None:
-    root, data = trained_bundle
-    run(config_file=str(CONFIGS / "inference.json"), bundle_root=str(root), dataset_dir=str(data), **TINY)
+def test_inference_writes_one_mask_per_image(trained: tuple[Path, Path], run_bundle) -> None:
+    root, data = trained
+    run_bundle(BUNDLE, "inference", bundle_root=str(root), dataset_dir=str(data), **TINY)
     masks = sorted((root / "predictions").glob("*_seg.png"))
-    assert len(masks) == 4
+    assert len(masks) == NUM_TEST
     for mask in masks:
         arr = np.asarray(Image.open(mask))
-        assert arr.shape == (64, 64) and set(np.unique(arr).tolist()) <= {0, 1, 2, 3}  # the image's own size
+        assert arr.shape == (128, 128) and set(np.unique(arr).tolist()) <= {0, 1, 2, 3}  # the image's own size
 
 
-def test_unet_baseline_override(trained_bundle: tuple[Path, Path]) -> None:
-    """unet_baseline.json merged over train.json / evaluate.json: a MONAI UNet trained without the discriminator."""
-    _, data = trained_bundle
+def test_unet_baseline_override(trained: tuple[Path, Path], run_bundle) -> None:
+    """unet_baseline.json merged over train.json (+ evaluate.json): a MONAI UNet trained without the discriminator."""
+    _, data = trained
     root = data.parent / "unet"
-    configs = [str(CONFIGS / "train.json"), str(CONFIGS / "unet_baseline.json")]
-    run(config_file=configs, bundle_root=str(root), dataset_dir=str(data), epochs=1, batch_size=4, **TINY)
+    run_bundle(
+        BUNDLE, ["train", "unet_baseline"], bundle_root=str(root), dataset_dir=str(data), epochs=1, batch_size=4, **TINY
+    )
     final = torch.load(root / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     assert any(key.startswith("model.") for key in final["network"])  # MONAI UNet's parameter names
-    configs = [str(CONFIGS / "evaluate.json"), str(CONFIGS / "unet_baseline.json")]
-    run(config_file=configs, bundle_root=str(root), dataset_dir=str(data), **TINY)
+    run_bundle(BUNDLE, ["train", "evaluate", "unet_baseline"], bundle_root=str(root), dataset_dir=str(data), **TINY)
     assert list(json.loads((root / "eval" / "class_metrics.json").read_text())) == METRICS
-
-
-def test_verify_net_in_out() -> None:
-    verify_net_in_out(
-        net_id="network_def",
-        meta_file=str(CONFIGS / "metadata.json"),
-        config_file=str(CONFIGS / "inference.json"),
-        n=1,
-        any=16,
-    )
-
-
-def test_inference_config_has_monai_label_ids() -> None:
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
-    for key in ("network_def", "network", "preprocessing", "inferer", "postprocessing", "bundle_root", "device"):
-        assert key in parser, key
-    train = ConfigParser()
-    train.read_config(str(CONFIGS / "train.json"))
-    assert train["network_def"] == parser["network_def"]  # training and inference build the same generator
 
 
 def _one_hot(index: list[list[int]], num_classes: int = 3) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.tensor(index), num_classes).permute(2, 0, 1).float()
 
 
-def test_metrics_match_hand_computation(tmp_path: Path) -> None:
+def test_metrics_match_hand_computation(tmp_path: Path, bundle_config) -> None:
     """
     evaluate.json's metrics on two 2 x 3 images with 3 classes. Image 1 (one-vs-rest counts per class):
         label [[0, 0, 0], [1, 2, 2]], prediction [[0, 0, 1], [1, 1, 2]]
@@ -140,8 +97,7 @@ def test_metrics_match_hand_computation(tmp_path: Path) -> None:
         class 2: TP 1, FP 0, FN 1, TN 4 -> precision 1,   recall 1/2, F1 2/3, IoU 1/2, accuracy 5/6
     Image 2 is predicted exactly (every score 1). Per class: the mean over the images; overall: the mean over classes.
     """
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "evaluate.json"))
+    parser = bundle_config(BUNDLE, ["train", "evaluate"])
     handlers = parser.get_parsed_content("class_metrics")
     assert list(handlers) == parser["metric_names"] == METRICS
 
@@ -172,19 +128,12 @@ def test_metrics_match_hand_computation(tmp_path: Path) -> None:
         assert table[name]["mean"] == pytest.approx(sum(expected) / 3, abs=1e-6), name
 
 
-def _report_script():
-    spec = importlib.util.spec_from_file_location("sagan_report", SCRIPTS / "sagan_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_report_table_and_figure(trained_bundle: tuple[Path, Path], tmp_path: Path) -> None:
+def test_report_table_and_figure(trained: tuple[Path, Path], tmp_path: Path, run_bundle, load_script) -> None:
     """scripts/sagan_report.py: the per-metric comparison tables and the prediction figure."""
-    root, data = trained_bundle
-    report = _report_script()
+    root, data = trained
+    report = load_script("sagan_report")
     if not (root / "eval" / "class_metrics.json").exists():
-        run(config_file=str(CONFIGS / "evaluate.json"), bundle_root=str(root), dataset_dir=str(data), **TINY)
+        run_bundle(BUNDLE, ["train", "evaluate"], bundle_root=str(root), dataset_dir=str(data), **TINY)
     runs = {"A": str(root / "eval"), "B": str(root / "eval" / "class_metrics.json")}
     text = report.table(runs, str(tmp_path / "t.md"))
     assert text.count("| overall (mean over classes) |") == 5 and "**IoU**" in text

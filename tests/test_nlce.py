@@ -35,7 +35,6 @@ def _batch_norm(x: torch.Tensor, bn: torch.nn.Module, training: bool) -> torch.T
 
 def naive_nonlocal(block: NonLocalBlock, x: torch.Tensor, training: bool) -> torch.Tensor:
     """Eq. (1)-(2) with the explicit N x N affinity matrix, then z = W_z y + x."""
-    b, c = x.shape[:2]
     xf = x.flatten(2)  # (B, C, N)
     theta, phi, g = (_conv1x1(xf, m) for m in (block.theta, block.phi, block.g))  # (B, C', N)
     f = torch.exp(torch.einsum("bci,bcj->bij", theta, phi))  # f(x_i, x_j), eq. (1)

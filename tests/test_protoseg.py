@@ -1,4 +1,5 @@
-"""ProtoSeg core: prototypes, probability map, SAM, SA score and the mean SA score (monai_ext.metrics.protoseg)."""
+"""ProtoSeg core: prototypes, probability map, SAM (monai_ext.metrics.protoseg_map), SA score and the mean SA score
+(monai_ext.metrics.protoseg_score)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
 
 from monai_ext.metrics import (
+    MeanSAScoreMetric,
     SAScoreMetric,
     binarize_prediction,
     compute_layer_sa_scores,
     compute_prototypes,
     compute_sa_score,
-    dice_from_probabilities,
     mean_sa_score,
     protoseg,
     protoseg_maps,
+    segmentation_ability_map,
 )
 
 
@@ -164,15 +166,19 @@ def test_tissue_mask_limits_prototypes_and_map() -> None:
     assert bool((prob[0, 0][tissue[0, 0] == 0] == 1).all())
 
 
-def test_dice_matches_monai_compute_dice() -> None:
+def test_sa_score_is_monai_compute_dice_of_the_sam() -> None:
     gen = torch.Generator().manual_seed(2)
-    prob = torch.softmax(torch.randn(4, 3, 10, 10, generator=gen), dim=1)
+    f = torch.randn(4, 3, 5, 5, generator=gen)
+    mask = one_hot(torch.randint(0, 3, (4, 1, 10, 10), generator=gen), 3)
     labels = torch.randint(0, 3, (4, 1, 10, 10), generator=gen).float()
     labels[1] = 0  # an empty ground truth for classes 1 and 2
-    pred_onehot = one_hot(prob.argmax(1, keepdim=True), 3)
+    sam = segmentation_ability_map(f, mask, spatial_size=(10, 10))
+    torch.testing.assert_close(sam, protoseg(f, mask, spatial_size=(10, 10)).argmax(1, keepdim=True))
     for include_background in (False, True):
-        ours = dice_from_probabilities(prob, labels, include_background)
-        ref = compute_dice(pred_onehot, one_hot(labels, 3), include_background=include_background, ignore_empty=False)
+        ours = compute_sa_score(f, mask, labels, include_background=include_background)
+        ref = compute_dice(
+            one_hot(sam, 3), one_hot(labels, 3), include_background=include_background, ignore_empty=False
+        )
         torch.testing.assert_close(ours, ref)
 
 
@@ -225,7 +231,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
         protoseg(f, torch.zeros(2, 1, 4, 4))
     with pytest.raises(ValueError, match="spatial dims"):
         protoseg(torch.randn(1, 2, 3, 3, 3, 3), m)
-    with pytest.raises(ValueError, match=r"class indices in \[3, 3\], outside \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"class indices in \[0, 1\] for 2 classes, got values in \[3"):
         compute_sa_score(f, m, torch.full((1, 1, 4, 4), 3.0))
     with pytest.raises(ValueError, match="3 channels"):
         compute_sa_score(f, m, torch.zeros(1, 3, 4, 4))
@@ -260,3 +266,25 @@ def test_several_layers_at_once_equal_one_by_one() -> None:
         torch.testing.assert_close(prob, protoseg(f, mask, tissue, spatial_size=(16, 16)))
     scores = compute_layer_sa_scores(layers, mask, gt, tissue)
     torch.testing.assert_close(scores, torch.stack([compute_sa_score(f, mask, gt, tissue) for f in layers], dim=1))
+
+
+def test_metrics_take_a_mapping_of_layers() -> None:
+    gen = torch.Generator().manual_seed(7)
+    layers = {"a": torch.randn(2, 3, 8, 8, generator=gen), "b": torch.randn(2, 5, 4, 4, generator=gen)}
+    pred = torch.randn(2, 2, 8, 8, generator=gen)
+    gt = (torch.rand(2, 1, 8, 8, generator=gen) > 0.5).float()
+    mask = binarize_prediction(pred)
+    metric = SAScoreMetric(reduction="mean_batch")
+    metric(y_pred=layers, y=gt, mask=mask)
+    expected = compute_layer_sa_scores(list(layers.values()), mask, gt)
+    torch.testing.assert_close(metric.get_buffer(), expected)  # (N, L, K')
+    torch.testing.assert_close(metric.aggregate(), expected.mean(0))
+    units = SAScoreMetric(per_unit=True)
+    units(y_pred=layers["b"], y=gt, mask=mask)
+    torch.testing.assert_close(units.get_buffer(), compute_sa_score(layers["b"], mask, gt, per_unit=True))
+    with pytest.raises(ValueError, match="per_unit"):
+        units(y_pred=layers, y=gt, mask=mask)
+    mu = MeanSAScoreMetric()
+    mu(y_pred=layers, y=pred)
+    torch.testing.assert_close(mu.get_buffer(), mean_sa_score(list(layers.values()), pred)[:, None])
+    torch.testing.assert_close(mu.aggregate(), mean_sa_score(list(layers.values()), pred).mean().reshape(1))

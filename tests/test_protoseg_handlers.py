@@ -1,4 +1,4 @@
-"""ProtoSeg handlers, loss, quality summaries, VoG and noise study on a tiny BasicUNet."""
+"""ProtoSeg handlers, writer, loss, quality summaries, VoG and the noise sweep on a tiny BasicUNet."""
 
 from __future__ import annotations
 
@@ -12,20 +12,23 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset, MetaTensor
 from monai.engines import SupervisedEvaluator
-from monai.handlers import from_engine
 from monai.losses import DiceCELoss, DiceLoss
 from monai.metrics import compute_dice
 from monai.networks.nets import BasicUNet
 from monai.networks.utils import one_hot
 from monai.transforms import Activationsd, Compose
 
+from monai_ext.engines import LevelSweep, UniformNoise
 from monai_ext.handlers import (
-    BASIC_UNET_LAYERS,
-    FeatureRecorder,
-    ProtoSegLayerHandler,
-    ProtoSegNoiseStudy,
-    ProtoSegQualityHandler,
-    UniformNoise,
+    FeatureRecorderHandler,
+    MeanSAScoreHandler,
+    OutputDiceHandler,
+    ProtoSegSaver,
+    SAMPlotHandler,
+    SAScoreHandler,
+    VarianceOfGradientsHandler,
+    layer_results,
+    write_noise_study,
 )
 from monai_ext.losses import ProtoSegLoss
 from monai_ext.metrics import (
@@ -37,6 +40,7 @@ from monai_ext.metrics import (
     protoseg,
     score_correlation,
 )
+from monai_ext.networks.utils import BASIC_UNET_LAYERS, FeatureRecorder
 
 SIZE = 32
 
@@ -64,15 +68,19 @@ def _data(n: int = 5) -> list[dict]:
 
 
 def _evaluator(
-    net: BasicUNet, handlers: list, data: list[dict] | None = None, softmax: bool = True
+    net: BasicUNet, handlers: list, metrics: dict, data: list[dict] | None = None, softmax: bool = True
 ) -> SupervisedEvaluator:
+    """An evaluator with ``handlers`` and ``metrics`` (the first is the key metric)."""
     post = Compose([Activationsd(keys="pred", softmax=True)]) if softmax else None
+    key = dict([next(iter(metrics.items()))])
     return SupervisedEvaluator(
         device="cpu",
         val_data_loader=DataLoader(Dataset(data or _data()), batch_size=2, shuffle=False),
         network=net,
         postprocessing=post,
         val_handlers=handlers,
+        key_val_metric=key,
+        additional_metrics={k: v for k, v in metrics.items() if k not in key},
     )
 
 
@@ -103,10 +111,18 @@ def test_recorder_rejects_unknown_module_names() -> None:
         FeatureRecorder(_net(), ["conv_0.conv_0", "conv_0.conv_0"])
 
 
-def test_layer_handler_equals_offline_computation(tmp_path: Path) -> None:
+def test_layer_analysis_equals_offline_computation(tmp_path: Path) -> None:
     net = _net()
-    handler = ProtoSegLayerHandler(net, tmp_path, unit_layer=-1, sam_layers=[0, 17], num_sam_images=2, title="test")
-    _evaluator(net, [handler]).run()
+    sams = SAMPlotHandler(tmp_path / "sams.png", layers=[0, 17], num_images=2, title="test")
+    handlers = [FeatureRecorderHandler(net), ProtoSegSaver(tmp_path, unit_layer=-1, title="test"), sams]
+    metrics = {
+        "output_dice": OutputDiceHandler(),
+        "sa": SAScoreHandler(),
+        "sa_units": SAScoreHandler(-1, per_unit=True),
+    }
+    evaluator = _evaluator(net, handlers, metrics)
+    evaluator.run()
+    details = evaluator.state.metric_details
 
     data = _data()
     images = torch.stack([d["image"].as_tensor() for d in data])
@@ -117,11 +133,11 @@ def test_layer_handler_equals_offline_computation(tmp_path: Path) -> None:
     mask = binarize_prediction(logits)
     expected = torch.stack([compute_sa_score(f, mask, labels)[:, 0] for f in features.values()], dim=1)
     expected_input = compute_sa_score(images, mask, labels)[:, 0]
-    got = torch.tensor(handler.layer_scores)  # (N, 1 + 18): input first
+    got = details["sa"].mean(-1)  # (N, 1 + 18): input first
     torch.testing.assert_close(got[:, 1:], expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(got[:, 0], expected_input, atol=1e-6, rtol=0)
     dice = compute_dice(mask, one_hot(labels, 2), include_background=False, ignore_empty=False)[:, 0]
-    torch.testing.assert_close(torch.tensor(handler.output_dice), dice, atol=1e-6, rtol=0)
+    torch.testing.assert_close(details["output_dice"][:, 0], dice, atol=1e-6, rtol=0)
     units = compute_sa_score(features[BASIC_UNET_LAYERS[-1]], mask, labels, per_unit=True)[..., 0].mean(0)
 
     summary = json.loads((tmp_path / "layers.json").read_text())
@@ -138,34 +154,37 @@ def test_layer_handler_equals_offline_computation(tmp_path: Path) -> None:
     assert [r[0] for r in rows[1:]] == [f"img_{i}.png" for i in range(5)]
     for name in ("layers.png", "units.png", "sams.png"):
         assert (tmp_path / name).stat().st_size > 1000
-    assert len(handler.sam_rows) == 2 and list(handler.sam_rows[0]["sams"]) == ["1", "18"]
+    assert len(sams.rows) == 2 and list(sams.rows[0]["sams"]) == ["1", "18"]
 
 
-def test_layer_handler_without_postprocessing_and_on_other_layers() -> None:
+def test_layer_analysis_without_postprocessing_and_on_other_layers() -> None:
     net = _net()
-    handler = ProtoSegLayerHandler(
-        net, None, layers=["down_4.convs.conv_1", "final_conv"], include_input=False, unit_layer=None
-    )
-    _evaluator(net, [handler], softmax=False).run()
-    summary = handler.summary()
+    recorder = FeatureRecorderHandler(net, ["down_4.convs.conv_1", "final_conv"])
+    evaluator = _evaluator(net, [recorder], {"output_dice": OutputDiceHandler(), "sa": SAScoreHandler()}, softmax=False)
+    evaluator.run()
+    summary = layer_results(evaluator)
     assert [row["name"] for row in summary["layers"]] == ["down_4.convs.conv_1", "final_conv"]
     assert "separability" not in summary and "units" not in summary
     # the logits are separable along their own argmax: ProtoSeg on final_conv reproduces the output
     assert summary["layers"][1]["mean"] == pytest.approx(summary["output_dice"]["mean"], abs=0.05)
+    recorder.recorder.remove()
+    units = SAScoreHandler("down_1", per_unit=True)
     with pytest.raises(ValueError, match="not one of the analysed layers"):
-        ProtoSegLayerHandler(net, None, layers=["final_conv"], unit_layer="down_1")
+        _evaluator(net, [FeatureRecorderHandler(net, ["final_conv"])], {"units": units}).run()
 
 
 def test_quality_handler_mu_and_tables(tmp_path: Path) -> None:
     net = _net()
-    handler = ProtoSegQualityHandler(net, tmp_path, label_transform=from_engine("label"))
-    _evaluator(net, [handler]).run()
+    handlers = [FeatureRecorderHandler(net, BASIC_UNET_LAYERS[-2:]), ProtoSegSaver(tmp_path)]
+    evaluator = _evaluator(net, handlers, {"mu": MeanSAScoreHandler(), "output_dice": OutputDiceHandler()})
+    evaluator.run()
     data = _data()
     images = torch.stack([d["image"].as_tensor() for d in data])
     with FeatureRecorder(net, BASIC_UNET_LAYERS[-2:]) as recorder, torch.no_grad():
         logits = net(images)
         features = list(recorder.pop().values())
-    torch.testing.assert_close(torch.tensor(handler.mu), mean_sa_score(features, logits), atol=1e-6, rtol=0)
+    mu = evaluator.state.metric_details["mu"][:, 0]
+    torch.testing.assert_close(mu, mean_sa_score(features, logits), atol=1e-6, rtol=0)
     with open(tmp_path / "quality.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["filename", "mu", "dice"] and len(rows) == 6
@@ -177,9 +196,9 @@ def test_quality_handler_mu_and_tables(tmp_path: Path) -> None:
 
 def test_quality_handler_at_inference_needs_no_label(tmp_path: Path) -> None:
     net = _net()
-    handler = ProtoSegQualityHandler(net, tmp_path, filename="mu.csv")
+    handlers = [FeatureRecorderHandler(net, BASIC_UNET_LAYERS[-2:]), ProtoSegSaver(tmp_path, quality_filename="mu.csv")]
     data = [{"image": d["image"]} for d in _data(3)]
-    _evaluator(net, [handler], data=data).run()
+    _evaluator(net, handlers, {"mu": MeanSAScoreHandler()}, data=data).run()
     with open(tmp_path / "mu.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["filename", "mu"] and [r[0] for r in rows[1:]] == ["img_0.png", "img_1.png", "img_2.png"]
@@ -233,11 +252,26 @@ def test_quality_handler_with_vog(tmp_path: Path) -> None:
         path = tmp_path / f"model_epoch={seed}.pt"
         torch.save({"model": _net(seed).state_dict()}, path)
         ckpts.append(str(path))
-    handler = ProtoSegQualityHandler(net, tmp_path, label_transform=from_engine("label"), vog_checkpoints=ckpts)
-    _evaluator(net, [handler], data=_data(3)).run()
-    summary = handler.summary()
-    assert len(handler.vog_scores) == 3 and summary["vog"]["num_checkpoints"] == 2
+    handlers = [FeatureRecorderHandler(net, BASIC_UNET_LAYERS[-2:]), ProtoSegSaver(tmp_path, vog_checkpoints=ckpts)]
+    metrics = {
+        "mu": MeanSAScoreHandler(),
+        "output_dice": OutputDiceHandler(),
+        "vog": VarianceOfGradientsHandler(net, ckpts),
+    }
+    evaluator = _evaluator(net, handlers, metrics, data=_data(3))
+    evaluator.run()
+    summary = json.loads((tmp_path / "quality.json").read_text())
+    assert len(evaluator.state.metric_details["vog"]) == 3 and summary["vog"]["num_checkpoints"] == 2
     assert (tmp_path / "vog_dice.png").exists()
+    with open(tmp_path / "quality.csv") as f:
+        assert next(csv.reader(f)) == ["filename", "mu", "dice", "vog"]
+    # one checkpoint: the VoG baseline is skipped with a warning, the rest runs
+    single = VarianceOfGradientsHandler(net, ckpts[:1])
+    evaluator = _evaluator(
+        net, [FeatureRecorderHandler(net, BASIC_UNET_LAYERS[-2:])], {"mu": MeanSAScoreHandler(), "vog": single}
+    )
+    evaluator.run()
+    assert "vog" not in evaluator.state.metric_details and len(evaluator.state.metric_details["mu"]) == 5
 
 
 @pytest.mark.parametrize("initial_mask", ["pred", "label"])
@@ -289,15 +323,24 @@ def test_uniform_noise_is_bounded_and_reproducible() -> None:
         UniformNoise(-1.0)
 
 
-def test_noise_study_writes_differences(tmp_path: Path) -> None:
+def test_noise_sweep_writes_differences(tmp_path: Path) -> None:
     net = _net()
-    loader = DataLoader(Dataset(_data(2)), batch_size=2)
-    result = ProtoSegNoiseStudy(net, loader, levels=[0.2, 1.0], output_dir=tmp_path).run()
+    recorder = FeatureRecorderHandler(net)
+    evaluator = _evaluator(
+        net, [recorder], {"output_dice": OutputDiceHandler(), "sa": SAScoreHandler()}, _data(2), False
+    )
+    clean_batch = evaluator.prepare_batch
+    results = LevelSweep(evaluator, UniformNoise, levels=[0, 0.2, 1.0], summary=layer_results).run()
+    assert evaluator.prepare_batch is clean_batch and [r["level"] for r in results] == [0.0, 0.2, 1.0]
+    result = write_noise_study(results, tmp_path)
     assert result["layer_labels"] == ["in", *map(str, range(1, 19))]
     assert len(result["difference"]) == 2 and len(result["difference"][0]) == 19
-    handler = ProtoSegLayerHandler(net, None, unit_layer=None, num_sam_images=0)
-    _evaluator(net, [handler], data=_data(2), softmax=False).run()
-    np.testing.assert_allclose(result["clean"], [row["mean"] for row in handler.summary()["layers"]], atol=1e-6)
+    recorder.recorder.remove()
+    clean = _evaluator(
+        net, [FeatureRecorderHandler(net)], {"sa": SAScoreHandler(), "output_dice": OutputDiceHandler()}, _data(2)
+    )
+    clean.run()
+    np.testing.assert_allclose(result["clean"], [row["mean"] for row in layer_results(clean)["layers"]], atol=1e-6)
     assert (tmp_path / "noise.png").stat().st_size > 1000
     with open(tmp_path / "noise.csv") as f:
         assert len(list(csv.reader(f))) == 4

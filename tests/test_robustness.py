@@ -4,10 +4,8 @@ script's plot, tables and logged commands."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import shlex
-from pathlib import Path
 
 import fire
 import pytest
@@ -81,15 +79,6 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
         RobustnessSweep(_network(), DataLoader(_data(), batch_size=2), IterativeFGSM, **args)
 
 
-def _study_script():
-    """``scripts/nlcen_robustness_study.py`` as a module."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "nlcen_robustness_study.py"
-    spec = importlib.util.spec_from_file_location("nlcen_robustness_study", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _summary(label: str, dice: list[float]) -> dict:
     return {
         "label": label,
@@ -110,17 +99,17 @@ def test_robustness_panels_plot_one_figure(tmp_path) -> None:
         plot_robustness_panels({}, tmp_path / "empty.png")
 
 
-def test_study_table_lists_every_epsilon() -> None:
-    study = _study_script()
+def test_study_table_lists_every_epsilon(load_script) -> None:
+    study = load_script("nlcen_robustness_study")
     table = study._table({"a": _summary("NLCEN", [0.97, 0.9, 0.5])}, "title")
     assert "| network | eps 0 | eps 8 | eps 32 |" in table
     assert "| NLCEN (3 images) | 0.970 / 0.942 | 0.900 / 0.818 | 0.500 / 0.333 |" in table
 
 
-def test_study_commands_read_back_as_the_same_overrides() -> None:
+def test_study_commands_read_back_as_the_same_overrides(load_script) -> None:
     """The logged command, split by a shell and parsed by python-fire (as ``monai.bundle run`` does), gives the
     overrides back."""
-    study = _study_script()
+    study = load_script("nlcen_robustness_study")
     overrides = {
         "dataset_dir": "../shared/datasets/jsrt_scr_224",
         "network_def#use_nlce": False,
@@ -138,8 +127,8 @@ def test_study_commands_read_back_as_the_same_overrides() -> None:
     assert fire.Fire(lambda config_file: config_file, command=words[4:6]) == configs
 
 
-def test_study_reads_clean_scores_of_evaluate_json(tmp_path) -> None:
-    study = _study_script()
+def test_study_reads_clean_scores_of_evaluate_json(tmp_path, load_script) -> None:
+    study = load_script("nlcen_robustness_study")
     (tmp_path / "metrics.csv").write_text("mean_dice,0.97\nmean_jaccard,0.94\n")
     (tmp_path / "mean_dice_raw.csv").write_text("filename,class0,mean\na.png,0.96,0.96\nb.png,0.98,0.98\n")
     scores = study._clean_scores(tmp_path)

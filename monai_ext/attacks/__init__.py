@@ -1,7 +1,7 @@
 """
 Adversarial attacks on segmentation networks. Each is a plain callable over a batch,
 ``attack(network, images, labels) -> adversarial images``; ``monai_ext.transforms.Attackd`` and
-``monai_ext.handlers.AdversarialPrepareBatch`` wrap them for datasets and engines.
+``monai_ext.engines.utils.AdversarialPrepareBatch`` wrap them for datasets and engines.
 """
 
 from monai_ext.attacks.base import (
@@ -9,6 +9,7 @@ from monai_ext.attacks.base import (
     AttackObjective,
     attack_loss,
     attack_mode,
+    check_target,
     network_logits,
     project,
     resolve_target,
@@ -26,6 +27,7 @@ __all__ = [
     "IterativeFGSM",
     "attack_loss",
     "attack_mode",
+    "check_target",
     "kurakin_num_steps",
     "network_logits",
     "project",

@@ -19,41 +19,48 @@ holds what the attacks share:
 - :py:func:`project`: onto the L-inf or L2 ball around the clean images, then into the data range;
 - :py:func:`attack_loss`: the per-pixel loss an attack climbs (cross-entropy, Dice, or binary cross-entropy for a
   single-logit network);
-- :py:func:`resolve_target`: the labels a targeted attack descends to (``"inverse"``, a full-area class, a callable);
+- :py:func:`check_target` and :py:func:`resolve_target`: the labels a targeted attack descends to (``"inverse"``, a
+  full-area class, a callable);
 - :py:func:`attack_mode`: the network in eval mode during the attack, every module's mode restored afterwards;
 - :py:class:`AttackObjective`: the gradient of the loss with respect to the input only;
-- :py:class:`Attack`: argument and input validation and the ``__call__`` that the attacks share.
+- :py:class:`Attack`: the ``__call__`` that the attacks share.
+
+Argument and input checks come from :py:mod:`monai_ext.utils.checks`.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.losses import DiceLoss
-from monai.utils import ImageMetaKey, convert_to_dst_type
+from monai.utils import convert_to_dst_type
 from torch import nn
 
-from monai_ext.transforms.utils import source_name
+from monai_ext.utils.checks import (
+    check_choice,
+    check_class_indices,
+    check_image_batch,
+    check_interval,
+    check_label_shape,
+    check_non_negative,
+)
 
 __all__ = [
     "LEVELS",
+    "LOSSES",
     "NORMS",
     "UNITS",
-    "LOSSES",
     "Attack",
     "AttackObjective",
     "attack_loss",
     "attack_mode",
-    "check_budget",
-    "check_choice",
-    "check_num_steps",
+    "check_target",
     "network_logits",
     "project",
     "resolve_target",
@@ -68,62 +75,6 @@ LOSSES = ("ce", "dice")
 
 LossLike = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 TargetLike = None | str | int | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def check_budget(name: str, value: float, allow_zero: bool = True) -> float:
-    """
-    Check an attack budget (epsilon, step size): a finite real number, ``>= 0`` (``> 0`` if not ``allow_zero``).
-
-    Returns:
-        ``value`` as a float.
-
-    Raises:
-        ValueError: when ``value`` is not a real number, is NaN or inf, is negative, or is zero where not allowed.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            value = float(value)  # numpy and 0-d tensor scalars
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a real number, got {value!r}.") from None
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}.")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}.")
-    return value
-
-
-def check_num_steps(num_steps: int) -> int:
-    """
-    Check a number of attack iterations: a whole number ``>= 0``.
-
-    Raises:
-        ValueError: when ``num_steps`` is not a whole number or is negative.
-    """
-    if isinstance(num_steps, bool) or not (
-        isinstance(num_steps, numbers.Integral) or (isinstance(num_steps, float) and num_steps.is_integer())
-    ):
-        raise ValueError(f"num_steps must be an integer >= 0, got {num_steps!r}.")
-    if num_steps < 0:
-        raise ValueError(f"num_steps must be >= 0, got {num_steps}.")
-    return int(num_steps)
-
-
-def _check_data_range(data_range: Sequence[float]) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in data_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"data_range must be a pair (min, max) of numbers, got {data_range!r}.") from None
-    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
-        raise ValueError(f"data_range must be a finite pair (min, max) with min < max, got {data_range!r}.")
-    return low, high
-
-
-def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
-    """Check that ``value`` is one of ``choices`` (case-insensitive) and return it in lower case."""
-    if not isinstance(value, str) or value.lower() not in choices:
-        raise ValueError(f"unknown {name} {value!r}, must be one of {', '.join(map(repr, choices))}.")
-    return value.lower()
 
 
 def to_data_units(value: float, unit: str = "levels", data_range: Sequence[float] = (0.0, 1.0)) -> float:
@@ -141,7 +92,7 @@ def to_data_units(value: float, unit: str = "levels", data_range: Sequence[float
         the budget in data units: ``value / 255 * (max - min)`` or ``value * (max - min)``.
     """
     unit = check_choice("unit", unit, UNITS)
-    low, high = _check_data_range(data_range)
+    low, high = check_interval("data_range", data_range)
     scale = (high - low) / LEVELS if unit == "levels" else high - low
     return float(value) * scale
 
@@ -171,7 +122,7 @@ def project(
         the projected images, same shape as ``adv``.
     """
     norm = check_choice("norm", norm, NORMS)
-    eps = check_budget("eps", eps)
+    eps = check_non_negative("eps", eps)
     if norm == "linf":
         # the difference is clamped, as in torchattacks and most reference code, so that iterated attacks match
         # them bit for bit: sign() turns any rounding difference of a near-zero gradient into a whole step
@@ -182,7 +133,7 @@ def project(
         factor = torch.clamp(eps / norms.clamp_min(1e-12), max=1.0)
         adv = clean + delta * factor
     if data_range is not None:
-        low, high = _check_data_range(data_range)
+        low, high = check_interval("data_range", data_range)
         adv = adv.clamp(low, high)
     return adv
 
@@ -224,7 +175,7 @@ def network_logits(network: Callable[[torch.Tensor], torch.Tensor], images: torc
             raise ValueError("the network returned an empty list or tuple.")
         out = out[0]
     if not isinstance(out, torch.Tensor):
-        raise ValueError(f"the network must return a logits tensor (B, C, *spatial), got {type(out).__name__}.")
+        raise TypeError(f"the network must return a logits tensor (B, C, *spatial), got {type(out).__name__}.")
     if out.ndim != images.ndim or out.shape[0] != images.shape[0] or out.shape[2:] != images.shape[2:]:
         raise ValueError(
             f"the network output of shape {tuple(out.shape)} does not match images of shape {tuple(images.shape)}: "
@@ -235,32 +186,6 @@ def network_logits(network: Callable[[torch.Tensor], torch.Tensor], images: torc
 
 def _as_plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else x
-
-
-def _check_label_shape(labels: torch.Tensor, images: torch.Tensor, name: str = "labels") -> torch.Tensor:
-    """``labels`` as ``(B, 1, *spatial)``, from ``(B, 1, *spatial)`` or ``(B, *spatial)``."""
-    batch, spatial = images.shape[0], tuple(images.shape[2:])
-    if labels.ndim == images.ndim - 1 and labels.shape[0] == batch and tuple(labels.shape[1:]) == spatial:
-        return labels.unsqueeze(1)
-    if labels.ndim == images.ndim and labels.shape[0] == batch and labels.shape[1] == 1 and labels.shape[2:] == spatial:
-        return labels
-    raise ValueError(
-        f"{name} of shape {tuple(labels.shape)} do not match images of shape {tuple(images.shape)}: expected class "
-        f"indices of shape {(batch, 1, *spatial)} or {(batch, *spatial)}."
-    )
-
-
-def _check_label_values(labels: torch.Tensor, num_classes: int, name: str = "labels") -> None:
-    if labels.is_floating_point():
-        if not torch.isfinite(labels).all():
-            raise ValueError(f"{name} contain NaN or inf values.")
-        if not torch.equal(labels, labels.round()):
-            raise ValueError(f"{name} must hold class indices (whole numbers), got fractional values.")
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"{name} must hold class indices in [0, {num_classes - 1}] for a network with {num_classes} classes, "
-            f"got values in [{labels.min().item()}, {labels.max().item()}]."
-        )
 
 
 def attack_loss(logits: torch.Tensor, labels: torch.Tensor, loss: LossLike = "ce") -> torch.Tensor:
@@ -278,7 +203,7 @@ def attack_loss(logits: torch.Tensor, labels: torch.Tensor, loss: LossLike = "ce
     Returns:
         a scalar tensor.
     """
-    labels = _check_label_shape(labels, logits)
+    labels = check_label_shape(labels, logits)
     num_channels = logits.shape[1]
     if callable(loss):
         return loss(logits, labels.to(logits.dtype))
@@ -292,43 +217,60 @@ def attack_loss(logits: torch.Tensor, labels: torch.Tensor, loss: LossLike = "ce
     return DiceLoss(softmax=True, to_onehot_y=True)(logits, labels.to(logits.dtype))
 
 
+def check_target(target: TargetLike) -> TargetLike:
+    """
+    Check the target of an attack: ``None`` (untargeted), ``"inverse"``, a class index ``>= 0`` or a callable
+    ``(images, labels) -> target labels``; see :py:func:`resolve_target`.
+
+    Returns:
+        ``target``, a class index as an ``int``.
+    """
+    if target is None or callable(target) or (isinstance(target, str) and target == "inverse"):
+        return target
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        if target < 0:
+            raise ValueError(f"target class must be >= 0, got {target}.")
+        return int(target)
+    raise ValueError(
+        f"unknown target {target!r}, must be None (untargeted), 'inverse', a class index or a callable "
+        "(images, labels) -> target labels."
+    )
+
+
 def resolve_target(target: TargetLike, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """
-    The labels a targeted attack descends to.
+    The labels the loss of an attack is taken on: the true labels (untargeted), or the target labels it descends to.
 
     Args:
-        target: ``"inverse"``: the inverse of the ground truth, the target of the NLCEN paper (He et al., AAAI
-            2019). For binary segmentation it is ``1 - y``; with ``K`` classes every pixel moves to the next class,
-            ``(y + 1) mod K`` (every pixel wrong, the same formula as ``1 - y`` when ``K == 2``). An ``int`` ``c``:
-            every pixel of class ``c`` (a full-area target, as in the layered PGD of the robust training paper). A
-            callable ``(images, labels) -> target labels``: any other target; ``lambda images, labels: labels``
-            runs the attack in the helpful direction, towards the ground truth (gradient perturbation).
+        target: ``None``: untargeted, the true ``labels``. ``"inverse"``: the inverse of the ground truth, the target
+            of the NLCEN paper (He et al., AAAI 2019). For binary segmentation it is ``1 - y``; with ``K`` classes
+            every pixel moves to the next class, ``(y + 1) mod K`` (every pixel wrong, the same formula as ``1 - y``
+            when ``K == 2``). An ``int`` ``c``: every pixel of class ``c`` (a full-area target, as in the layered PGD
+            of the robust training paper). A callable ``(images, labels) -> target labels``: any other target;
+            ``lambda images, labels: labels`` runs the attack in the helpful direction, towards the ground truth
+            (gradient perturbation).
         images: clean images ``(B, C_in, *spatial)``.
         labels: true class indices ``(B, 1, *spatial)``.
         num_classes: number of classes ``K`` of the network, 2 for a single-logit binary network.
 
     Returns:
-        target class indices ``(B, 1, *spatial)``, long.
+        class indices ``(B, 1, *spatial)``: ``labels`` itself when untargeted, else long target labels.
     """
-    if target == "inverse":
-        out = (labels.long() + 1) % num_classes
-    elif isinstance(target, int) and not isinstance(target, bool):
-        if not 0 <= target < num_classes:
+    target = check_target(target)
+    if target is None:
+        return labels
+    if isinstance(target, str):  # "inverse"
+        return (labels.long() + 1) % num_classes
+    if isinstance(target, int):
+        if target >= num_classes:
             raise ValueError(f"target class {target} is out of range for a network with {num_classes} classes.")
-        out = torch.full_like(labels, target, dtype=torch.long)
-    elif callable(target):
-        out = target(images, labels)
-        if not isinstance(out, torch.Tensor):
-            raise ValueError(f"a target callable must return a tensor of class indices, got {type(out).__name__}.")
-        out = _check_label_shape(_as_plain(out).to(labels.device), images, name="target labels")
-        _check_label_values(out, num_classes, name="target labels")
-        out = out.long()
-    else:
-        raise ValueError(
-            f"unknown target {target!r}, must be None (untargeted), 'inverse', a class index or a callable "
-            "(images, labels) -> target labels."
-        )
-    return out
+        return torch.full_like(labels, target, dtype=torch.long)
+    out = target(images, labels)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"a target callable must return a tensor of class indices, got {type(out).__name__}.")
+    out = check_label_shape(_as_plain(out).to(labels.device), images, name="target labels")
+    check_class_indices(out, num_classes, name="target labels")
+    return out.long()
 
 
 class AttackObjective:
@@ -366,18 +308,9 @@ class AttackObjective:
     def _labels_for(self, logits: torch.Tensor) -> torch.Tensor:
         if self.objective_labels is None:
             num_classes = max(int(logits.shape[1]), 2)
-            _check_label_values(self.labels, num_classes)
-            if self.target is None:
-                self.objective_labels = self.labels
-            else:
-                self.objective_labels = resolve_target(self.target, self.images, self.labels, num_classes)
+            check_class_indices(self.labels, num_classes)
+            self.objective_labels = resolve_target(self.target, self.images, self.labels, num_classes)
         return self.objective_labels
-
-    def loss_value(self, images: torch.Tensor) -> torch.Tensor:
-        """The attack loss (on the true labels, or on the target labels if targeted) at ``images``, no gradient."""
-        with torch.no_grad():
-            logits = network_logits(self.network, images)
-            return attack_loss(logits, self._labels_for(logits), self.loss)
 
     def gradient(self, images: torch.Tensor) -> torch.Tensor:
         """
@@ -395,41 +328,6 @@ class AttackObjective:
         if grad is None:  # the output does not depend on the input
             grad = torch.zeros_like(x)
         return -grad if self.targeted else grad
-
-
-def _check_images(images: torch.Tensor, low: float, high: float) -> None:
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"images must be a torch.Tensor (B, C, *spatial), got {type(images).__name__}.")
-    if images.ndim < 3:
-        raise ValueError(f"images must have shape (B, C, *spatial), got shape {tuple(images.shape)}.")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be floating point to be attacked, got dtype {images.dtype}.")
-    if images.numel() == 0:
-        return
-    flat = images.detach().flatten(1)
-    finite = torch.isfinite(flat).all(dim=1)
-    if not finite.all():
-        bad = torch.nonzero(~finite).flatten().tolist()
-        raise ValueError(f"images{_sample_names(images, bad)} contain NaN or inf values (batch index {bad}).")
-    tol = 1e-6 * (high - low)
-    outside = (flat.amin(dim=1) < low - tol) | (flat.amax(dim=1) > high + tol)
-    if outside.any():
-        bad = torch.nonzero(outside).flatten().tolist()
-        raise ValueError(
-            f"images{_sample_names(images, bad)} (batch index {bad}) have values in "
-            f"[{flat.min().item():g}, {flat.max().item():g}], outside data_range ({low:g}, {high:g}): scale or clip "
-            "the images, or give the attack their data_range."
-        )
-
-
-def _sample_names(images: torch.Tensor, indices: list[int]) -> str:
-    """The file names of some samples of a batch, as ``" 'a.png', 'b.png'"``, or ``""`` when none is known."""
-    if not isinstance(images, MetaTensor):
-        return ""
-    names = images.meta.get(ImageMetaKey.FILENAME_OR_OBJ)
-    if isinstance(names, (list, tuple)) and len(names) == images.shape[0]:
-        return " " + ", ".join(f"'{names[i]}'" for i in indices)
-    return f" {source_name(images)}" if names is not None else ""
 
 
 class Attack(ABC):
@@ -459,22 +357,11 @@ class Attack(ABC):
         loss: LossLike = "ce",
         target: TargetLike = None,
     ) -> None:
-        self.eps = check_budget("eps", eps)
+        self.eps = check_non_negative("eps", eps)
         self.unit = check_choice("unit", unit, UNITS)
-        self.data_range = _check_data_range(data_range)
-        if not callable(loss):
-            loss = check_choice("loss", loss, LOSSES)
-        self.loss = loss
-        if isinstance(target, bool) or not (
-            target is None or target == "inverse" or isinstance(target, int) or callable(target)
-        ):
-            raise ValueError(
-                f"unknown target {target!r}, must be None (untargeted), 'inverse', a class index or a callable "
-                "(images, labels) -> target labels."
-            )
-        elif isinstance(target, int) and target < 0:
-            raise ValueError(f"target class must be >= 0, got {target}.")
-        self.target = target
+        self.data_range = check_interval("data_range", data_range)
+        self.loss = loss if callable(loss) else check_choice("loss", loss, LOSSES)
+        self.target = check_target(target)
 
     def to_data_units(self, value: float) -> float:
         """``value`` in the attack's ``unit`` turned into data units."""
@@ -500,19 +387,15 @@ class Attack(ABC):
         Returns:
             adversarial images, detached, same type, shape, dtype and device as ``images``.
         """
-        _check_images(images, *self.data_range)
-        if not isinstance(labels, torch.Tensor):
-            raise ValueError(f"labels must be a torch.Tensor of class indices, got {type(labels).__name__}.")
+        check_image_batch(images, self.data_range)
         x = _as_plain(images).detach()
-        y = _check_label_shape(_as_plain(labels).detach().to(x.device), x)
+        y = check_label_shape(_as_plain(labels), x).detach().to(x.device)
         with torch.inference_mode(False), torch.enable_grad():
             x = x.clone()  # a normal tensor even if the batch was made in inference mode
             y = y.clone()
-            if isinstance(network, nn.Module):
-                with attack_mode(network):
-                    adv = self.perturb(AttackObjective(network, x, y, self.loss, self.target), x)
-            else:
-                adv = self.perturb(AttackObjective(network, x, y, self.loss, self.target), x)
+            objective = AttackObjective(network, x, y, self.loss, self.target)
+            with attack_mode(network) if isinstance(network, nn.Module) else nullcontext():
+                adv = self.perturb(objective, x)
         adv = adv.detach().to(dtype=images.dtype)
         return convert_to_dst_type(adv, images)[0]
 

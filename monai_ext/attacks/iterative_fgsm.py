@@ -20,16 +20,8 @@ from collections.abc import Sequence
 
 import torch
 
-from monai_ext.attacks.base import (
-    LEVELS,
-    Attack,
-    AttackObjective,
-    LossLike,
-    TargetLike,
-    check_budget,
-    check_num_steps,
-    project,
-)
+from monai_ext.attacks.base import LEVELS, Attack, AttackObjective, LossLike, TargetLike, project
+from monai_ext.utils.checks import check_non_negative, check_non_negative_int
 
 __all__ = ["IterativeFGSM", "kurakin_num_steps"]
 
@@ -48,8 +40,8 @@ def kurakin_num_steps(eps_levels: float) -> int:
     Returns:
         the number of iterations, an int.
     """
-    eps = round(check_budget("eps_levels", eps_levels), 9)  # 8 / 255 * 255 is 8.000000000000002
-    return int(math.ceil(min(eps + 4.0, math.ceil(1.25 * eps))))
+    eps = round(check_non_negative("eps_levels", eps_levels), 9)  # 8 / 255 * 255 is 8.000000000000002
+    return math.ceil(min(eps + 4.0, math.ceil(1.25 * eps)))
 
 
 class IterativeFGSM(Attack):
@@ -90,10 +82,10 @@ class IterativeFGSM(Attack):
         super().__init__(eps=eps, unit=unit, data_range=data_range, loss=loss, target=target)
         if alpha is None:
             alpha = 1.0 if self.unit == "levels" else 1.0 / LEVELS
-        self.alpha = check_budget("alpha", alpha)
+        self.alpha = check_non_negative("alpha", alpha)
         if num_steps is None:
             num_steps = kurakin_num_steps(self.eps if self.unit == "levels" else self.eps * LEVELS)
-        self.num_steps = check_num_steps(num_steps)
+        self.num_steps = check_non_negative_int("num_steps", num_steps)
 
     def perturb(self, objective: AttackObjective, images: torch.Tensor) -> torch.Tensor:
         eps, alpha = self.eps_data, self.to_data_units(self.alpha)
@@ -105,4 +97,3 @@ class IterativeFGSM(Attack):
 
     def settings(self) -> dict:
         return {**super().settings(), "alpha": self.alpha, "num_steps": self.num_steps}
-

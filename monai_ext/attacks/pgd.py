@@ -18,17 +18,8 @@ from collections.abc import Sequence
 
 import torch
 
-from monai_ext.attacks.base import (
-    NORMS,
-    Attack,
-    AttackObjective,
-    LossLike,
-    TargetLike,
-    check_budget,
-    check_choice,
-    check_num_steps,
-    project,
-)
+from monai_ext.attacks.base import NORMS, Attack, AttackObjective, LossLike, TargetLike, project
+from monai_ext.utils.checks import check_choice, check_non_negative, check_non_negative_int
 
 __all__ = ["PGD"]
 
@@ -78,8 +69,8 @@ class PGD(Attack):
         seed: int | None = None,
     ) -> None:
         super().__init__(eps=eps, unit=unit, data_range=data_range, loss=loss, target=target)
-        self.alpha = check_budget("alpha", alpha)
-        self.num_steps = check_num_steps(num_steps)
+        self.alpha = check_non_negative("alpha", alpha)
+        self.num_steps = check_non_negative_int("num_steps", num_steps)
         self.norm = check_choice("norm", norm, NORMS)
         self.random_start = bool(random_start)
         self.seed = seed

@@ -16,6 +16,8 @@ from typing import Any
 
 from monai.data import load_decathlon_datalist
 
+from monai_ext.utils.checks import check_fraction
+
 __all__ = [
     "DATALIST_FILENAME",
     "IMAGE_SUFFIXES",
@@ -103,14 +105,14 @@ def split_stems(
     ``validation``, the rest to ``training``. A split with a non-zero fraction gets at least one
     stem when there are 3 stems or more. Each split is returned sorted by stem.
     """
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(
-            f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be in [0, 1) with a sum below 1."
-        )
+    val_fraction = check_fraction("val_fraction", val_fraction, allow_one=False)
+    test_fraction = check_fraction("test_fraction", test_fraction, allow_one=False)
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must sum below 1.")
     n = len(stems)
 
     def count(fraction: float) -> int:
-        k = int(round(n * fraction))
+        k = round(n * fraction)
         return 1 if k == 0 and fraction > 0 and n >= 3 else k
 
     ordered = sorted(stems, key=lambda s: hashlib.sha256(f"{seed}/{s}".encode()).hexdigest())

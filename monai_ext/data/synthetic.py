@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from monai_ext.utils.checks import check_non_negative_int, check_positive_int
+
 __all__ = ["SYNTHETIC_LABELS", "make_synthetic_dataset", "synthetic_phantom"]
 
 logger = logging.getLogger(__name__)
@@ -154,11 +156,9 @@ def make_synthetic_dataset(
     Returns:
         ``root_dir`` as an absolute path.
     """
-    if num_training < 1 or num_validation < 0 or num_test < 0:
-        raise ValueError(
-            "Need num_training >= 1 and num_validation, num_test >= 0; "
-            f"got {num_training}, {num_validation}, {num_test}."
-        )
+    num_training = check_positive_int("num_training", num_training)
+    num_validation = check_non_negative_int("num_validation", num_validation)
+    num_test = check_non_negative_int("num_test", num_test)
     if len(spatial_size) != 2 or min(spatial_size) < 16:
         raise ValueError(f"spatial_size must be 2 sizes of at least 16 pixels, got {spatial_size}.")
     root = Path(os.path.abspath(os.path.expanduser(root_dir)))

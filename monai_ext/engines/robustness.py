@@ -1,16 +1,15 @@
-"""Robustness sweep: a network's Dice and Jaccard on a dataset under an attack at each of several budgets."""
+"""Robustness sweep: a network's Dice and Jaccard on a dataset under an attack at each of several budgets, on the
+sweep engine :py:class:`~monai_ext.engines.LevelSweep`."""
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
 from monai.engines import SupervisedEvaluator
 from monai.handlers import MeanDice, MeanIoUHandler, from_engine
 from monai.inferers import Inferer, SimpleInferer
@@ -18,7 +17,8 @@ from monai.transforms import Activationsd, AsDiscreted, Compose
 from torch import nn
 from torch.utils.data import DataLoader
 
-from monai_ext.handlers import AdversarialPrepareBatch
+from monai_ext.engines.sweep import LevelSweep
+from monai_ext.utils.checks import check_positive_int
 from monai_ext.visualize import plot_robustness_curves
 
 __all__ = ["RobustnessSweep"]
@@ -44,10 +44,10 @@ def _describe(attack: Callable) -> dict[str, Any]:
 class RobustnessSweep:
     """
     Evaluate a segmentation network on a dataset under an attack at every budget of a list (the robustness curve
-    of the NLCEN paper, Fig. 4 and 7), with MONAI's :py:class:`~monai.engines.SupervisedEvaluator`: for each
-    ``eps`` the evaluator's ``prepare_batch`` is an :py:class:`~monai_ext.handlers.AdversarialPrepareBatch` of
-    ``attack(eps)``, and ``MeanDice`` / ``MeanIoUHandler`` (background excluded) score the argmax predictions on
-    the attacked images against the true labels. ``eps = 0`` is the clean evaluation.
+    of the NLCEN paper, Fig. 4 and 7): a :py:class:`~monai_ext.engines.LevelSweep` of MONAI's
+    :py:class:`~monai.engines.SupervisedEvaluator` over ``attack(eps)``, where ``MeanDice`` / ``MeanIoUHandler``
+    (background excluded) score the argmax predictions on the attacked images against the true labels.
+    ``eps = 0`` is the clean evaluation.
 
     Metrics are computed at the network's input resolution (the resolution the attack works at).
 
@@ -79,57 +79,24 @@ class RobustnessSweep:
         name: str = "robustness",
         label: str = "network",
     ) -> None:
-        epsilons = [float(e) for e in epsilons]
-        if not epsilons:
-            raise ValueError("epsilons must list at least one budget.")
-        bad = [e for e in epsilons if not e >= 0.0]  # also refuses NaN
-        if bad:
-            raise ValueError(f"every epsilon must be >= 0, got {bad}.")
-        if num_classes < 2:
+        if check_positive_int("num_classes", num_classes) < 2:
             raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}.")
-        self.network = network
-        self.dataloader = dataloader
-        self.attack = attack
-        self.epsilons = epsilons
-        self.num_classes = num_classes
-        self.device = torch.device(device)
-        self.inferer = SimpleInferer() if inferer is None else inferer
-        self.output_dir = None if output_dir is None else Path(output_dir)
-        self.name = name
-        self.label = label
-
-    def _evaluator(self, eps: float) -> SupervisedEvaluator:
-        prepare_batch = AdversarialPrepareBatch(self.attack(eps), self.network) if eps > 0 else None
-        kwargs: dict[str, Any] = {} if prepare_batch is None else {"prepare_batch": prepare_batch}
         metric_args = {"include_background": False, "output_transform": from_engine(["pred", "label"])}
-        return SupervisedEvaluator(
-            device=self.device,
-            val_data_loader=self.dataloader,
-            network=self.network,
-            inferer=self.inferer,
-            postprocessing=Compose(
-                [
-                    Activationsd(keys="pred", softmax=True),
-                    AsDiscreted(keys=["pred", "label"], argmax=[True, False], to_onehot=self.num_classes),
-                ]
-            ),
+        post = [Activationsd(keys="pred", softmax=True)]
+        post += [AsDiscreted(keys=["pred", "label"], argmax=[True, False], to_onehot=num_classes)]
+        evaluator = SupervisedEvaluator(
+            device=torch.device(device),
+            val_data_loader=dataloader,
+            network=network,
+            inferer=SimpleInferer() if inferer is None else inferer,
+            postprocessing=Compose(post),
             key_val_metric={"mean_dice": MeanDice(**metric_args)},
             additional_metrics={"mean_jaccard": MeanIoUHandler(**metric_args)},
-            **kwargs,
         )
-
-    def _log_progress(self, index: int) -> Callable[[Engine], None]:
-        def log(engine: Engine) -> None:
-            logger.info(
-                "eps %g (%d/%d): batch %d/%d",
-                self.epsilons[index],
-                index + 1,
-                len(self.epsilons),
-                engine.state.iteration,
-                engine.state.epoch_length,
-            )
-
-        return log
+        self.sweep = LevelSweep(evaluator, attack, epsilons, level_name="epsilon")
+        self.attack, self.epsilons, self.num_images = attack, self.sweep.levels, len(dataloader.dataset)
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.name, self.label = name, label
 
     def run(self) -> dict[str, Any]:
         """
@@ -141,31 +108,11 @@ class RobustnessSweep:
             also written to ``output_dir/<name>.json`` with the curve in ``output_dir/<name>.png`` when
             ``output_dir`` is set.
         """
-        results = []
-        for index, eps in enumerate(self.epsilons):
-            evaluator = self._evaluator(eps)
-            evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._log_progress(index))
-            start = time.perf_counter()
-            evaluator.run()
-            entry = {
-                "epsilon": eps,
-                "mean_dice": float(evaluator.state.metrics["mean_dice"]),
-                "mean_jaccard": float(evaluator.state.metrics["mean_jaccard"]),
-                "seconds": round(time.perf_counter() - start, 2),
-            }
-            results.append(entry)
-            logger.info(
-                "eps %g: mean Dice %.4f, mean Jaccard %.4f (%.1f s)",
-                eps,
-                entry["mean_dice"],
-                entry["mean_jaccard"],
-                entry["seconds"],
-            )
         summary = {
             "label": self.label,
             "attacks": [_describe(self.attack(eps)) for eps in self.epsilons if eps > 0],
-            "num_images": len(self.dataloader.dataset),  # type: ignore[arg-type]
-            "results": results,
+            "num_images": self.num_images,
+            "results": self.sweep.run(),
         }
         if self.output_dir is not None:
             self.write(summary)

@@ -1,31 +1,36 @@
-"""Engine plug-ins of ``monai_ext``: adversarial ``prepare_batch``, ProtoSeg handlers, per-class metric tables."""
+"""Engine plug-ins of ``monai_ext``: ProtoSeg feature recording, metric handlers and results writer, per-class metric
+tables, and the adversarial ``prepare_batch`` under its old name."""
 
+from monai_ext.engines.utils import AdversarialPrepareBatch  # re-export: configs name it here
 from monai_ext.handlers.class_metrics import ClassMetricsSaver
-from monai_ext.handlers.prepare_batch import AdversarialPrepareBatch
-from monai_ext.handlers.protoseg_hooks import (
-    BASIC_UNET_LAYERS,
-    INPUT_LAYER,
-    FeatureRecorder,
-    batch_items,
-    item_name,
-    shape_groups,
+from monai_ext.handlers.feature_recorder import FeatureRecorderHandler, batch_items, item_name, layer_name, stack_items
+from monai_ext.handlers.protoseg_metrics import (
+    MeanSAScoreHandler,
+    OutputDiceHandler,
+    SAScoreHandler,
+    VarianceOfGradientsHandler,
 )
-from monai_ext.handlers.protoseg_layers import ProtoSegLayerHandler, mean_std
-from monai_ext.handlers.protoseg_noise import ProtoSegNoiseStudy, UniformNoise
-from monai_ext.handlers.protoseg_quality import ProtoSegQualityHandler
+from monai_ext.handlers.protoseg_sams import SAMPlotHandler
+from monai_ext.handlers.protoseg_saver import ProtoSegSaver, layer_results, write_noise_study
+from monai_ext.networks.utils import BASIC_UNET_LAYERS, INPUT_LAYER, FeatureRecorder  # re-exported for configs
 
 __all__ = [
-    "AdversarialPrepareBatch",
     "BASIC_UNET_LAYERS",
-    "ClassMetricsSaver",
     "INPUT_LAYER",
+    "AdversarialPrepareBatch",
+    "ClassMetricsSaver",
     "FeatureRecorder",
-    "ProtoSegLayerHandler",
-    "ProtoSegNoiseStudy",
-    "ProtoSegQualityHandler",
-    "UniformNoise",
+    "FeatureRecorderHandler",
+    "MeanSAScoreHandler",
+    "OutputDiceHandler",
+    "ProtoSegSaver",
+    "SAMPlotHandler",
+    "SAScoreHandler",
+    "VarianceOfGradientsHandler",
     "batch_items",
     "item_name",
-    "mean_std",
-    "shape_groups",
+    "layer_name",
+    "layer_results",
+    "stack_items",
+    "write_noise_study",
 ]

@@ -10,8 +10,9 @@ from monai.networks.utils import one_hot
 from torch import nn
 from torch.nn.modules.loss import _Loss
 
-from monai_ext.handlers.protoseg_hooks import FeatureRecorder
-from monai_ext.metrics.protoseg import binarize_prediction, protoseg_maps
+from monai_ext.metrics.protoseg_map import binarize_prediction, protoseg_maps
+from monai_ext.networks.utils import FeatureRecorder
+from monai_ext.utils.checks import check_choice, check_non_negative
 
 __all__ = ["ProtoSegLoss"]
 
@@ -58,15 +59,11 @@ class ProtoSegLoss(_Loss):
         initial_mask: str = "pred",
     ) -> None:
         super().__init__()
-        if initial_mask not in _INITIAL_MASKS:
-            raise ValueError(f"initial_mask must be one of {_INITIAL_MASKS}, got {initial_mask!r}.")
-        if not lambda_protoseg >= 0.0:
-            raise ValueError(f"lambda_protoseg must be >= 0, got {lambda_protoseg}.")
+        self.initial_mask = check_choice("initial_mask", initial_mask, _INITIAL_MASKS)
+        self.lambda_protoseg = check_non_negative("lambda_protoseg", lambda_protoseg)
         self.recorder = FeatureRecorder(network, layers, detach=False)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.0) if loss is None else loss
         self.protoseg_loss = DiceLoss(include_background=False) if protoseg_loss is None else protoseg_loss
-        self.lambda_protoseg = float(lambda_protoseg)
-        self.initial_mask = initial_mask
 
     def protoseg_terms(self, input: torch.Tensor, target: torch.Tensor) -> list[torch.Tensor]:
         """The ProtoSeg loss of each hooked layer for the last forward pass (this consumes the recorded features).

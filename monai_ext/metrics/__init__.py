@@ -1,33 +1,50 @@
-"""Metrics of ``monai_ext``: ProtoSeg segmentation ability."""
+"""Metrics of ``monai_ext``: ProtoSeg segmentation ability (maps, scores, summaries), Variance of Gradients."""
 
-from monai_ext.metrics.protoseg import (
-    SAScoreMetric,
+from monai_ext.metrics.protoseg_map import (
     binarize_prediction,
+    check_protoseg_inputs,
     class_weights,
-    compute_layer_sa_scores,
     compute_prototypes,
-    compute_sa_score,
-    dice_from_probabilities,
-    mean_sa_score,
     protoseg,
     protoseg_maps,
+    segmentation_ability_map,
 )
-from monai_ext.metrics.protoseg_quality import coverage_table, score_correlation
+from monai_ext.metrics.protoseg_score import (
+    MeanSAScoreMetric,
+    SAScoreMetric,
+    compute_layer_sa_scores,
+    compute_sa_score,
+    mean_sa_score,
+)
+from monai_ext.metrics.protoseg_summary import (
+    coverage_table,
+    layer_summary,
+    mean_std,
+    noise_summary,
+    quality_summary,
+    score_correlation,
+)
 from monai_ext.metrics.variance_of_gradients import VarianceOfGradients, load_state_dict
 
 __all__ = [
+    "MeanSAScoreMetric",
     "SAScoreMetric",
     "VarianceOfGradients",
     "binarize_prediction",
+    "check_protoseg_inputs",
     "class_weights",
     "compute_layer_sa_scores",
     "compute_prototypes",
     "compute_sa_score",
     "coverage_table",
-    "dice_from_probabilities",
+    "layer_summary",
     "load_state_dict",
     "mean_sa_score",
+    "mean_std",
+    "noise_summary",
     "protoseg",
     "protoseg_maps",
+    "quality_summary",
     "score_correlation",
+    "segmentation_ability_map",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from monai.metrics import CumulativeIterationMetric
 from torch import nn
 
 __all__ = ["VarianceOfGradients", "load_state_dict"]
@@ -24,11 +25,11 @@ def load_state_dict(path: str | PathLike, map_location: Any = "cpu") -> dict[str
     if isinstance(content, Mapping) and "model" in content and isinstance(content["model"], Mapping):
         return dict(content["model"])
     if not isinstance(content, Mapping):
-        raise ValueError(f"{path} holds a {type(content).__name__}, not a state dict.")
+        raise TypeError(f"{path} holds a {type(content).__name__}, not a state dict.")
     return dict(content)
 
 
-class VarianceOfGradients:
+class VarianceOfGradients(CumulativeIterationMetric):
     """
     VoG of each image over training checkpoints: for checkpoint ``t``, ``S_t`` is the gradient with respect to
     the input of the summed logit of each pixel's target class (``sum_i logit_{y_i}(i)``, the segmentation form
@@ -36,7 +37,9 @@ class VarianceOfGradients:
     deviation of ``S_t`` over the checkpoints and the image's score its mean over pixels. A higher VoG marks a
     harder image. (The original also normalises scores per class over a dataset; one score per image here.)
 
-    The network passed in is not modified: the checkpoints are loaded into a copy, in eval mode.
+    The network passed in is not modified: the checkpoints are loaded into a copy, in eval mode. A MONAI cumulative
+    metric: ``vog(images, target)`` returns the batch's scores and adds them to the buffer; ``aggregate()`` is their
+    mean.
 
     Args:
         network: the network (its architecture; its weights are not used).
@@ -52,6 +55,7 @@ class VarianceOfGradients:
     ) -> None:
         if len(checkpoints) < 2:
             raise ValueError(f"VoG needs at least 2 checkpoints (a variance over training), got {len(checkpoints)}.")
+        super().__init__()
         self.state_dicts = [dict(c) if isinstance(c, Mapping) else load_state_dict(c) for c in checkpoints]
         if device is None:
             device = next(network.parameters()).device
@@ -61,18 +65,23 @@ class VarianceOfGradients:
             module._forward_pre_hooks.clear()
         self.device = torch.device(device)
 
-    def __call__(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _compute_tensor(self, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         """
         Args:
             images: (B, C, *spatial) network inputs.
             target: (B, 1, *spatial') class indices of each pixel (the evaluated network's prediction), resampled
-                (nearest) to the logits' size when it differs.
+                (nearest) to the logits' size when it differs; or the prediction (B, K, *spatial') itself, whose
+                argmax is taken.
 
         Returns:
             (B,) VoG scores.
         """
+        if target is None:
+            raise ValueError("VarianceOfGradients needs the target classes of the pixels.")
         images = images.detach().to(self.device).float()
         target = target.to(self.device)
+        if target.shape[1] > 1:
+            target = target.argmax(dim=1, keepdim=True)
         grads = []
         for state in self.state_dicts:
             self.model.load_state_dict(state)
@@ -87,3 +96,10 @@ class VarianceOfGradients:
             grads.append(grad.mean(dim=1))  # (B, *spatial)
         stacked = torch.stack(grads)  # (T, B, *spatial)
         return stacked.var(dim=0, unbiased=False).sqrt().flatten(1).mean(dim=1)
+
+    def aggregate(self) -> torch.Tensor:  # type: ignore[override]
+        """The mean VoG of the images so far."""
+        data = self.get_buffer()
+        if data is None:
+            raise RuntimeError("VarianceOfGradients has no data to aggregate: call it on a batch first.")
+        return data.float().mean()

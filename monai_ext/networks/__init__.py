@@ -1,3 +1,3 @@
-from monai_ext.networks import blocks, nets
+from monai_ext.networks import blocks, nets, utils
 
-__all__ = ["blocks", "nets"]
+__all__ = ["blocks", "nets", "utils"]

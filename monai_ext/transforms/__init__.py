@@ -4,28 +4,18 @@ from monai_ext.transforms.attacks import Attackd
 from monai_ext.transforms.channels import LUMA_WEIGHTS, ImageChannels, ImageChannelsd
 from monai_ext.transforms.checks import CheckFinite, CheckFinited, CheckSpatialShaped
 from monai_ext.transforms.intensity import ScaleIntensityToUnitd
-from monai_ext.transforms.labels import (
-    IndexToLabel,
-    IndexToLabeld,
-    LabelToIndex,
-    LabelToIndexd,
-    normalize_label_values,
-)
-from monai_ext.transforms.utils import source_name
+from monai_ext.transforms.labels import LabelToIndex, LabelToIndexd, normalize_label_values
 
 __all__ = [
-    "Attackd",
     "LUMA_WEIGHTS",
+    "Attackd",
     "CheckFinite",
     "CheckFinited",
     "CheckSpatialShaped",
     "ImageChannels",
     "ImageChannelsd",
-    "IndexToLabel",
-    "IndexToLabeld",
     "LabelToIndex",
     "LabelToIndexd",
     "ScaleIntensityToUnitd",
     "normalize_label_values",
-    "source_name",
 ]

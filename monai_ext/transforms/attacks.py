@@ -19,6 +19,8 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 from torch import nn
 
+from monai_ext.utils.checks import check_callable
+
 __all__ = ["Attackd"]
 
 
@@ -48,7 +50,7 @@ class Attackd(MapTransform):
 
     Run it in the main process (``num_workers=0``, or cache the result once with ``CacheDataset`` /
     ``PersistentDataset``): a network on a GPU does not go into ``DataLoader`` worker processes. To attack batches on
-    the fly during training or evaluation, use :py:class:`monai_ext.handlers.AdversarialPrepareBatch` instead.
+    the fly during training or evaluation, use :py:class:`monai_ext.engines.utils.AdversarialPrepareBatch` instead.
 
     Args:
         keys: keys of the images to attack, each ``(C, *spatial)``, each attacked with the same label.
@@ -70,13 +72,9 @@ class Attackd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if attack is None or not callable(attack):
-            raise ValueError(f"attack must be a callable (network, images, labels) -> images, got {attack!r}.")
-        if network is None or not callable(network):
-            raise ValueError(f"network must be a torch.nn.Module (or a callable), got {network!r}.")
         self.label_key = label_key
-        self.attack = attack
-        self.network = network
+        self.attack = check_callable("attack", attack, "a callable (network, images, labels) -> images")
+        self.network = check_callable("network", network, "a torch.nn.Module (or a callable)")
         self.device = torch.device(device) if device is not None else None
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from typing import ClassVar
 
 import torch
 from monai.config import KeysCollection
@@ -10,7 +11,7 @@ from monai.config.type_definitions import NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from monai_ext.transforms.utils import source_name
+from monai_ext.utils.checks import source_name
 
 __all__ = ["LUMA_WEIGHTS", "ImageChannels", "ImageChannelsd"]
 
@@ -34,10 +35,10 @@ class ImageChannels(Transform):
         channels: the number of output channels, 1 or 3.
     """
 
-    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+    backend: ClassVar[list[str]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, channels: int) -> None:
-        if channels not in (1, 3):
+        if isinstance(channels, bool) or channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}.")
         self.channels = channels
 

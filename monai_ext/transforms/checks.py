@@ -10,7 +10,7 @@ from monai.config.type_definitions import NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor
 
-from monai_ext.transforms.utils import source_name
+from monai_ext.utils.checks import source_name
 
 __all__ = ["CheckFinite", "CheckFinited", "CheckSpatialShaped"]
 

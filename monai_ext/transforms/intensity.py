@@ -8,7 +8,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, ScaleIntensity, ScaleIntensityRange
 
-from monai_ext.transforms.utils import source_name
+from monai_ext.utils.checks import check_interval, source_name
 
 __all__ = ["ScaleIntensityToUnitd"]
 
@@ -40,9 +40,7 @@ class ScaleIntensityToUnitd(MapTransform):
             self.low = self.high = None
             self.scaler = ScaleIntensity(minv=0.0, maxv=1.0)
         else:
-            if len(intensity_range) != 2 or not float(intensity_range[0]) < float(intensity_range[1]):
-                raise ValueError(f"intensity_range must be (low, high) with low < high, got {intensity_range}.")
-            self.low, self.high = float(intensity_range[0]), float(intensity_range[1])
+            self.low, self.high = check_interval("intensity_range", intensity_range)
             self.scaler = ScaleIntensityRange(a_min=self.low, a_max=self.high, b_min=0.0, b_max=1.0, clip=False)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:

@@ -1,19 +1,19 @@
-"""Map raw mask values (as stored in a dataset's files) to class indices, with checks, and back."""
+"""Map raw mask values (as stored in a dataset's files) to class indices, with checks."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from typing import ClassVar
 
-import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.config.type_definitions import DtypeLike, NdarrayOrTensor
 from monai.transforms import MapLabelValue, MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from monai_ext.transforms.utils import source_name
+from monai_ext.utils.checks import check_number, source_name
 
-__all__ = ["IndexToLabel", "IndexToLabeld", "LabelToIndex", "LabelToIndexd", "normalize_label_values"]
+__all__ = ["LabelToIndex", "LabelToIndexd", "normalize_label_values"]
 
 #: how many unexpected mask values an error message lists.
 _MAX_LISTED = 8
@@ -34,16 +34,15 @@ def normalize_label_values(label_values: Sequence[int | float | Sequence[int | f
         group = [values] if not isinstance(values, Sequence) or isinstance(values, (str, bytes)) else list(values)
         if not group:
             raise ValueError(f"label_values[{index}] is empty: every class needs at least one raw value.")
-        for value in group:
-            if isinstance(value, (bool, str, bytes)) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise ValueError(f"label_values[{index}] holds {value!r}; raw mask values must be numbers.")
-            if float(value) in seen:
+        numbers = [check_number(f"label_values[{index}]", value) for value in group]
+        for value, number in zip(group, numbers):
+            if number in seen:
                 raise ValueError(
                     f"Raw mask value {value} is listed twice in label_values {label_values} "
-                    f"(classes {seen[float(value)]} and {index})."
+                    f"(classes {seen[number]} and {index})."
                 )
-            seen[float(value)] = index
-        groups.append([float(v) for v in group])
+            seen[number] = index
+        groups.append(numbers)
     return groups
 
 
@@ -71,7 +70,7 @@ class LabelToIndex(Transform):
         dtype: output dtype, float32 class indices by default (what MONAI losses and metrics take).
     """
 
-    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+    backend: ClassVar[list[str]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(
         self,
@@ -172,62 +171,4 @@ class LabelToIndexd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.converter(d[key], name=source_name(d[key], d, str(key)))
-        return d
-
-
-class IndexToLabel(Transform):
-    """
-    Inverse of :py:class:`LabelToIndex`: map class indices back to raw mask values, to write
-    predictions in a dataset's own convention. Class ``i`` gets the first raw value listed for it
-    in ``label_values`` (``[[0, 250], [150, 200]]`` -> 0 and 150; ``[0, 255]`` for thresholded masks).
-
-    Args:
-        label_values: raw value(s) of each class, as given to :py:class:`LabelToIndex`.
-        dtype: output dtype, float32 by default (``uint8`` for 8-bit files).
-    """
-
-    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
-
-    def __init__(
-        self,
-        label_values: Sequence[int | float | Sequence[int | float]],
-        dtype: DtypeLike | torch.dtype = torch.float32,
-    ) -> None:
-        groups = normalize_label_values(label_values)
-        self.mapper = MapLabelValue(list(range(len(groups))), [group[0] for group in groups], dtype=torch.float32)
-        self.dtype = dtype
-
-    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        out = self.mapper(convert_to_tensor(img, track_meta=False))
-        out, *_ = convert_to_dst_type(out, dst=img, dtype=self.dtype)
-        return out
-
-
-class IndexToLabeld(MapTransform):
-    """
-    Dictionary-based wrapper of :py:class:`IndexToLabel`.
-
-    Args:
-        keys: keys of the class-index masks to map.
-        label_values: raw value(s) of each class, as given to :py:class:`LabelToIndexd`.
-        dtype: output dtype, float32 by default.
-        allow_missing_keys: don't raise an exception if a key is missing.
-    """
-
-    backend = IndexToLabel.backend
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        label_values: Sequence[int | float | Sequence[int | float]],
-        dtype: DtypeLike | torch.dtype = torch.float32,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.converter = IndexToLabel(label_values, dtype=dtype)
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.converter(d[key])
         return d

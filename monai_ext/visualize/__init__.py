@@ -1,9 +1,11 @@
-"""Plots of ``monai_ext`` results, saved as PNG files."""
+"""Plots of ``monai_ext`` results, saved as PNG files with matplotlib's object-oriented API (no pyplot, no backend
+switch: importing ``monai_ext`` leaves the caller's matplotlib backend alone)."""
 
 from monai_ext.visualize.curves import plot_robustness_curves, plot_robustness_panels
 from monai_ext.visualize.protoseg import (
     plot_layer_scores,
     plot_noise_study,
+    plot_protoseg_results,
     plot_sams,
     plot_score_correlation,
     plot_unit_scores,
@@ -13,6 +15,7 @@ from monai_ext.visualize.segmentation import plot_segmentations
 __all__ = [
     "plot_layer_scores",
     "plot_noise_study",
+    "plot_protoseg_results",
     "plot_robustness_curves",
     "plot_robustness_panels",
     "plot_sams",

@@ -6,10 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 __all__ = ["plot_robustness_curves", "plot_robustness_panels"]
 
@@ -65,7 +62,8 @@ def _plot_panels(
     """Draw ``panel title -> (result key, summaries)`` as side-by-side axes, one line per summary."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(panels), 4.2))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     colours: dict[str, str] = {}  # one colour per network across the panels
     for ax, (name, (key, summaries)) in zip(axes[0], panels.items()):
         for summary in summaries:
@@ -90,5 +88,4 @@ def _plot_panels(
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

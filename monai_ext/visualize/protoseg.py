@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+__all__ = [
+    "plot_layer_scores",
+    "plot_noise_study",
+    "plot_protoseg_results",
+    "plot_sams",
+    "plot_score_correlation",
+    "plot_unit_scores",
+]
 
-__all__ = ["plot_layer_scores", "plot_noise_study", "plot_sams", "plot_score_correlation", "plot_unit_scores"]
 
-
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
+
+
+def _axes(figsize: tuple[float, float]) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def plot_layer_scores(
@@ -45,7 +57,7 @@ def plot_layer_scores(
     Returns:
         the path written.
     """
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.38 * len(layer_labels) + 2), 4.0))
+    fig, ax = _axes((max(6.0, 0.38 * len(layer_labels) + 2), 4.0))
     x = np.arange(len(layer_labels))
     for label, values in curves.items():
         (line,) = ax.plot(x, values, marker="o", markersize=3, label=f"{label}")
@@ -79,7 +91,7 @@ def plot_unit_scores(
         title: the figure's title.
     """
     ordered = np.sort(np.asarray(scores, float))[::-1]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.12 * len(ordered) + 2), 3.6))
+    fig, ax = _axes((max(5.0, 0.12 * len(ordered) + 2), 3.6))
     ax.bar(np.arange(1, len(ordered) + 1), ordered, width=0.8)
     if reference is not None:
         ax.axhline(reference, color="k", ls="--", lw=1, label="output Dice")
@@ -130,7 +142,8 @@ def plot_sams(
         raise ValueError("plot_sams needs at least one row.")
     layers = list(rows[0]["sams"])  # type: ignore[arg-type]
     cols = 3 + len(layers)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.8 * cols, 1.9 * len(rows) + 0.3), squeeze=False)
+    fig = Figure(figsize=(1.8 * cols, 1.9 * len(rows) + 0.3))
+    axes = fig.subplots(len(rows), cols, squeeze=False)
     for r, row in enumerate(rows):
         image, cmap = _display(row["image"], transpose)  # type: ignore[arg-type]
         panels = [("image", image, cmap), ("ground truth", row["label"], "viridis"), ("output", row["pred"], "viridis")]
@@ -161,7 +174,7 @@ def plot_score_correlation(
     in the legend (Fig. 10), saved as a PNG.
     """
     x_arr, y_arr = np.asarray(x, float), np.asarray(y, float)
-    fig, ax = plt.subplots(figsize=(4.6, 4.0))
+    fig, ax = _axes((4.6, 4.0))
     ax.scatter(x_arr, y_arr, s=10, alpha=0.7)
     if len(x_arr) > 1 and np.ptp(x_arr) > 0 and np.ptp(y_arr) > 0:
         r = float(np.corrcoef(x_arr, y_arr)[0, 1])
@@ -194,8 +207,8 @@ def plot_noise_study(
         path: the PNG file to write.
         title: the figure's title.
     """
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.38 * len(layer_labels) + 2), 4.0))
-    colours = plt.cm.viridis(np.linspace(0.0, 0.9, len(levels)))
+    fig, ax = _axes((max(6.0, 0.38 * len(layer_labels) + 2), 4.0))
+    colours = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.9, len(levels)))
     x = np.arange(len(layer_labels))
     for level, diff, colour in zip(levels, differences, colours):
         ax.plot(x, diff, marker="o", markersize=2.5, color=colour, label=f"noise {level:g}")
@@ -208,3 +221,59 @@ def plot_noise_study(
     if title:
         ax.set_title(title)
     return _save(fig, path)
+
+
+def _read_columns(path: Path) -> dict[str, list[str]]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return {name: [row[i] for row in rows[1:]] for i, name in enumerate(rows[0])} if rows else {}
+
+
+def plot_protoseg_results(
+    output_dir: str | Path, title: str | None = None, quality_filename: str = "quality.csv"
+) -> list[Path]:
+    """
+    Draw the figures of the ProtoSeg results files in ``output_dir`` (written by
+    :py:class:`monai_ext.handlers.ProtoSegSaver` and :py:func:`monai_ext.handlers.write_noise_study`), each when its
+    file is there: ``layers.png`` (Fig. 5) and ``units.png`` (Fig. 7) from ``layers.json``; ``mu_dice.png`` and
+    ``vog_dice.png`` (Fig. 10) from ``quality_filename`` when it holds the Dice; ``noise.png`` (Fig. 16) from
+    ``noise.json``.
+
+    Returns:
+        the paths written.
+    """
+    out, title = Path(output_dir), title or "ProtoSeg"
+    written = []
+    if (out / "layers.json").is_file():
+        summary = json.loads((out / "layers.json").read_text())
+        rows, dice = summary["layers"], summary["output_dice"]["mean"]
+        written.append(
+            plot_layer_scores(
+                {"SA score": [row["mean"] for row in rows]},
+                [row["label"] for row in rows],
+                out / "layers.png",
+                stds={"SA score": [row["std"] for row in rows]},
+                references={"SA score": dice},
+                title=f"{title}: SA score per layer ({summary['num_images']} images)",
+            )
+        )
+        if "units" in summary:
+            units = summary["units"]
+            name = f"{title}: units of layer {units['index']} ({units['layer']})"
+            written.append(plot_unit_scores(units["mean_per_unit"], out / "units.png", reference=dice, title=name))
+    quality = _read_columns(out / quality_filename) if (out / quality_filename).is_file() else {}
+    if "dice" in quality:
+        dice = [float(v) for v in quality["dice"]]
+        mu = [float(v) for v in quality["mu"]]
+        written.append(plot_score_correlation(mu, dice, out / "mu_dice.png", title=f"{title}: mu vs Dice"))
+        if "vog" in quality:
+            vog = [float(v) for v in quality["vog"]]
+            path = out / "vog_dice.png"
+            written.append(plot_score_correlation(vog, dice, path, xlabel="VoG", title=f"{title}: VoG vs Dice"))
+    if (out / "noise.json").is_file():
+        noise = json.loads((out / "noise.json").read_text())
+        if noise["levels"]:
+            labels, diff = noise["layer_labels"], noise["difference"]
+            path, name = out / "noise.png", f"{title}: SA under input noise"
+            written.append(plot_noise_study(noise["levels"], labels, diff, path, title=name))
+    return written

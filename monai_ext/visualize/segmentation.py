@@ -6,12 +6,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 __all__ = ["plot_segmentations"]
 
@@ -60,13 +58,14 @@ def plot_segmentations(
     if class_names is not None:
         num_classes = max(num_classes, len(class_names))
     names = list(class_names) if class_names is not None else [f"class {i}" for i in range(num_classes)]
-    colours = plt.get_cmap("tab10")(np.arange(num_classes - 1) % 10)  # RGBA of classes 1 .. num_classes - 1
+    colours = matplotlib.colormaps["tab10"](np.arange(num_classes - 1) % 10)  # RGBA of classes 1 .. num_classes - 1
     overlay = colours.copy()
     overlay[:, 3] = alpha
     cmap = ListedColormap(np.vstack([[0.0, 0.0, 0.0, 0.0], overlay]))  # class 0 transparent
 
     n_rows, n_cols = len(images), 1 + len(columns)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols, 2.4 * n_rows + 0.6), squeeze=False)
+    fig = Figure(figsize=(2.4 * n_cols, 2.4 * n_rows + 0.6))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for r, image in enumerate(images):
         image = np.asarray(image, dtype=np.float64)
         span = image.max() - image.min()
@@ -91,5 +90,4 @@ def plot_segmentations(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

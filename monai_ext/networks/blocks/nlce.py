@@ -20,28 +20,9 @@ from monai.networks.layers.factories import Conv, Norm
 from torch import nn
 
 from monai_ext.networks.blocks.attention import spatial_attention
+from monai_ext.utils.checks import check_input_shape, check_positive_int, check_spatial_dims
 
-__all__ = ["NonLocalBlock", "ContextEncoding", "NLCE"]
-
-
-def _check_spatial_dims(spatial_dims: int) -> None:
-    if spatial_dims not in (1, 2, 3):
-        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
-
-
-def _check_positive(name: str, value: int | None, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}.")
-
-
-def _check_input(x: torch.Tensor, spatial_dims: int, in_channels: int) -> None:
-    if x.ndim != spatial_dims + 2 or x.shape[1] != in_channels:
-        raise ValueError(
-            f"input must have shape (B, in_channels={in_channels}, *spatial) with spatial_dims={spatial_dims} "
-            f"spatial axes, got shape {tuple(x.shape)}."
-        )
+__all__ = ["NLCE", "ContextEncoding", "NonLocalBlock"]
 
 
 class NonLocalBlock(nn.Module):
@@ -75,9 +56,9 @@ class NonLocalBlock(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, inter_channels: int | None = None) -> None:
         super().__init__()
-        _check_spatial_dims(spatial_dims)
-        _check_positive("in_channels", in_channels)
-        _check_positive("inter_channels", inter_channels, allow_none=True)
+        spatial_dims = check_spatial_dims(spatial_dims)
+        in_channels = check_positive_int("in_channels", in_channels)
+        inter_channels = check_positive_int("inter_channels", inter_channels, allow_none=True)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.inter_channels = max(in_channels // 2, 1) if inter_channels is None else inter_channels
@@ -111,7 +92,7 @@ class NonLocalBlock(nn.Module):
         Returns:
             ``z = W_z y + x``, ``(B, in_channels, *spatial)``.
         """
-        _check_input(x, self.spatial_dims, self.in_channels)
+        check_input_shape(x, self.spatial_dims, self.in_channels)
         return self.w_z(self.attention(x)) + x
 
 
@@ -155,10 +136,10 @@ class ContextEncoding(nn.Module):
         self, spatial_dims: int, in_channels: int, num_codes: int = 32, code_channels: int | None = None
     ) -> None:
         super().__init__()
-        _check_spatial_dims(spatial_dims)
-        _check_positive("in_channels", in_channels)
-        _check_positive("num_codes", num_codes)
-        _check_positive("code_channels", code_channels, allow_none=True)
+        spatial_dims = check_spatial_dims(spatial_dims)
+        in_channels = check_positive_int("in_channels", in_channels)
+        num_codes = check_positive_int("num_codes", num_codes)
+        code_channels = check_positive_int("code_channels", code_channels, allow_none=True)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.num_codes = num_codes
@@ -202,7 +183,7 @@ class ContextEncoding(nn.Module):
         Returns:
             global context ``e``, ``(B, code_channels)``.
         """
-        _check_input(x, self.spatial_dims, self.in_channels)
+        check_input_shape(x, self.spatial_dims, self.in_channels)
         z = self.proj(x).flatten(2).transpose(1, 2)  # (B, N, C'')
         a = self.assignment(z)  # (B, N, K)
         d = self.codewords.to(z.dtype)
@@ -248,11 +229,11 @@ class NLCE(nn.Module):
         use_context: bool = True,
     ) -> None:
         super().__init__()
-        _check_spatial_dims(spatial_dims)
-        _check_positive("in_channels", in_channels)
-        _check_positive("inter_channels", inter_channels, allow_none=True)
-        _check_positive("num_codes", num_codes)
-        _check_positive("code_channels", code_channels, allow_none=True)
+        spatial_dims = check_spatial_dims(spatial_dims)
+        in_channels = check_positive_int("in_channels", in_channels)
+        inter_channels = check_positive_int("inter_channels", inter_channels, allow_none=True)
+        num_codes = check_positive_int("num_codes", num_codes)
+        code_channels = check_positive_int("code_channels", code_channels, allow_none=True)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.use_nonlocal = use_nonlocal
@@ -275,7 +256,7 @@ class NLCE(nn.Module):
         Returns:
             ``F_z * gamma``, ``(B, in_channels, *spatial)``.
         """
-        _check_input(x, self.spatial_dims, self.in_channels)
+        check_input_shape(x, self.spatial_dims, self.in_channels)
         f_z = self.non_local(x)
         if self.context is None or self.fc is None:
             return f_z

@@ -16,34 +16,15 @@ import torch
 from monai.networks.layers.factories import Conv, Pool
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import nn
-
-from monai_ext.networks.blocks.attention import spatial_attention
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-__all__ = ["RESAMPLE_MODES", "SelfAttention", "SNResidualBlock", "sn_conv"]
+from monai_ext.networks.blocks.attention import spatial_attention
+from monai_ext.utils.checks import check_choice, check_input_shape, check_positive_int, check_spatial_dims
+
+__all__ = ["RESAMPLE_MODES", "SNResidualBlock", "SelfAttention", "sn_conv"]
 
 #: resampling of :class:`SNResidualBlock`: keep the resolution, halve it (average pooling), double it (nearest).
 RESAMPLE_MODES: tuple[str, str, str] = ("none", "down", "up")
-
-
-def _check_spatial_dims(spatial_dims: int) -> None:
-    if spatial_dims not in (1, 2, 3):
-        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
-
-
-def _check_positive(name: str, value: int | None, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}.")
-
-
-def _check_input(x: torch.Tensor, spatial_dims: int, in_channels: int) -> None:
-    if x.ndim != spatial_dims + 2 or x.shape[1] != in_channels:
-        raise ValueError(
-            f"input must have shape (B, in_channels={in_channels}, *spatial) with spatial_dims={spatial_dims} "
-            f"spatial axes, got shape {tuple(x.shape)}."
-        )
 
 
 def sn_conv(
@@ -59,6 +40,7 @@ def sn_conv(
     ``spectral_norm`` is true: its weight, reshaped to ``(out_channels, in_channels * prod(kernel))``, is divided
     by its largest singular value, estimated by one power iteration per training-mode forward.
     """
+    kernel_size = check_positive_int("kernel_size", kernel_size)
     if kernel_size % 2 != 1:
         raise ValueError(f"kernel_size must be odd (same padding), got {kernel_size}.")
     conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
@@ -103,9 +85,9 @@ class SelfAttention(nn.Module):
         self, spatial_dims: int, in_channels: int, inter_channels: int | None = None, spectral_norm: bool = True
     ) -> None:
         super().__init__()
-        _check_spatial_dims(spatial_dims)
-        _check_positive("in_channels", in_channels)
-        _check_positive("inter_channels", inter_channels, allow_none=True)
+        spatial_dims = check_spatial_dims(spatial_dims)
+        in_channels = check_positive_int("in_channels", in_channels)
+        inter_channels = check_positive_int("inter_channels", inter_channels, allow_none=True)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.inter_channels = max(in_channels // 8, 1) if inter_channels is None else inter_channels
@@ -136,7 +118,7 @@ class SelfAttention(nn.Module):
         Returns:
             ``gamma * o + x``, ``(B, in_channels, *spatial)``.
         """
-        _check_input(x, self.spatial_dims, self.in_channels)
+        check_input_shape(x, self.spatial_dims, self.in_channels)
         return self.gamma * self.attention(x) + x
 
 
@@ -184,11 +166,10 @@ class SNResidualBlock(nn.Module):
         preactivation: bool = True,
     ) -> None:
         super().__init__()
-        _check_spatial_dims(spatial_dims)
-        _check_positive("in_channels", in_channels)
-        _check_positive("out_channels", out_channels)
-        if resample not in RESAMPLE_MODES:
-            raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}.")
+        spatial_dims = check_spatial_dims(spatial_dims)
+        in_channels = check_positive_int("in_channels", in_channels)
+        out_channels = check_positive_int("out_channels", out_channels)
+        resample = check_choice("resample", resample, RESAMPLE_MODES)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -218,7 +199,7 @@ class SNResidualBlock(nn.Module):
         Returns:
             ``(B, out_channels, *spatial')``.
         """
-        _check_input(x, self.spatial_dims, self.in_channels)
+        check_input_shape(x, self.spatial_dims, self.in_channels)
         if self.resample == "down" and any(s % 2 for s in x.shape[2:]):
             raise ValueError(f"resample='down' needs even spatial sizes, got input shape {tuple(x.shape)}.")
         h = self.down(self.conv2(self.mid(self.conv1(self.up(self.pre(x))))))

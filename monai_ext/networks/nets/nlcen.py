@@ -25,6 +25,7 @@ from monai.networks.nets.resnet import ResNet, ResNetBottleneck, get_inplanes, r
 from torch import nn
 
 from monai_ext.networks.blocks import NLCE
+from monai_ext.utils.checks import check_choice, check_positive_int, check_spatial_dims
 
 __all__ = ["NLCEN"]
 
@@ -110,14 +111,13 @@ class NLCEN(nn.Module):
         deep_supervision: bool = True,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
-        if backbone not in resnet_params:
-            raise ValueError(f"unknown backbone '{backbone}', must be one of {', '.join(resnet_params)}.")
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("num_codes", num_codes)):
-            if value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}.")
-        if fpn_channels < 4 or fpn_channels % 4 != 0:
+        spatial_dims = check_spatial_dims(spatial_dims, allowed=(2, 3))
+        backbone = check_choice("backbone", backbone, tuple(resnet_params))
+        in_channels = check_positive_int("in_channels", in_channels)
+        out_channels = check_positive_int("out_channels", out_channels)
+        num_codes = check_positive_int("num_codes", num_codes)
+        fpn_channels = check_positive_int("fpn_channels", fpn_channels)
+        if fpn_channels % 4 != 0:
             raise ValueError(f"fpn_channels must be a positive multiple of 4, got {fpn_channels}.")
 
         self.spatial_dims = spatial_dims
@@ -242,5 +242,3 @@ class NLCEN(nn.Module):
 
         coarse = [self._resize(head(pi), size) for head, pi in zip(self.coarse_heads, p)]
         return [refined, *coarse]
-
-

@@ -24,18 +24,9 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from monai_ext.networks.blocks.sagan import SelfAttention, SNResidualBlock, sn_conv
+from monai_ext.utils.checks import check_input_shape, check_positive_int, check_spatial_dims
 
 __all__ = ["SAGANDiscriminator", "SAGANGenerator"]
-
-
-def _check_spatial_dims(spatial_dims: int) -> None:
-    if spatial_dims not in (1, 2, 3):
-        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
-
-
-def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}.")
 
 
 def _check_channels(channels: Sequence[int], min_levels: int) -> tuple[int, ...]:
@@ -100,9 +91,9 @@ class SAGANGenerator(nn.Module):
         spectral_norm: bool = True,
     ) -> None:
         super().__init__()
-        _check_spatial_dims(spatial_dims)
-        _check_positive("in_channels", in_channels)
-        _check_positive("out_channels", out_channels)
+        spatial_dims = check_spatial_dims(spatial_dims)
+        in_channels = check_positive_int("in_channels", in_channels)
+        out_channels = check_positive_int("out_channels", out_channels)
         self.channels = _check_channels(channels, 2)
         self.attention_levels = _check_levels("attention_levels", attention_levels, len(self.channels))
         self.spatial_dims = spatial_dims
@@ -147,11 +138,7 @@ class SAGANGenerator(nn.Module):
         Returns:
             logits ``(B, out_channels, *spatial)``.
         """
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"input must have shape (B, in_channels={self.in_channels}, *spatial) with "
-                f"spatial_dims={self.spatial_dims} spatial axes, got shape {tuple(x.shape)}."
-            )
+        check_input_shape(x, self.spatial_dims, self.in_channels)
         if any(s % self.divisor for s in x.shape[2:]):
             raise ValueError(
                 f"every spatial size must be divisible by {self.divisor} (2 ** (len(channels) - 1) with channels "
@@ -212,9 +199,9 @@ class SAGANDiscriminator(nn.Module):
         spectral_norm: bool = True,
     ) -> None:
         super().__init__()
-        _check_spatial_dims(spatial_dims)
-        _check_positive("in_channels", in_channels)
-        _check_positive("num_classes", num_classes)
+        spatial_dims = check_spatial_dims(spatial_dims)
+        in_channels = check_positive_int("in_channels", in_channels)
+        num_classes = check_positive_int("num_classes", num_classes)
         self.channels = _check_channels(channels, 1)
         self.attention_levels = _check_levels("attention_levels", attention_levels, len(self.channels))
         self.spatial_dims = spatial_dims
@@ -259,11 +246,7 @@ class SAGANDiscriminator(nn.Module):
             realness scores ``(B, 1)``.
         """
         nd = self.spatial_dims
-        if image.ndim != nd + 2 or image.shape[1] != self.in_channels:
-            raise ValueError(
-                f"image must have shape (B, in_channels={self.in_channels}, *spatial) with spatial_dims={nd} "
-                f"spatial axes, got shape {tuple(image.shape)}."
-            )
+        check_input_shape(image, nd, self.in_channels, name="image")
         if segmentation.shape != (image.shape[0], self.num_classes, *image.shape[2:]):
             raise ValueError(
                 f"segmentation must have shape (B, num_classes={self.num_classes}, *spatial) matching the image "

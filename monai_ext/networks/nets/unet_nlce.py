@@ -18,6 +18,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from monai_ext.networks.blocks import NLCE
+from monai_ext.utils.checks import check_positive_int
 
 __all__ = ["NLCEUNet"]
 
@@ -75,8 +76,7 @@ class NLCEUNet(UNet):
         nlce_inter_channels: int | None = None,
         nlce_code_channels: int | None = None,
     ) -> None:
-        if num_codes < 1:
-            raise ValueError(f"num_codes must be a positive integer, got {num_codes}.")
+        num_codes = check_positive_int("num_codes", num_codes)
         # read by `_get_bottom_layer`, which `UNet.__init__` calls
         self.use_nlce = use_nlce
         self.nlce_args = {
@@ -114,5 +114,3 @@ class NLCEUNet(UNet):
         if not self.use_nlce:
             return bottom
         return nn.Sequential(bottom, NLCE(spatial_dims=self.dimensions, in_channels=out_channels, **self.nlce_args))
-
-

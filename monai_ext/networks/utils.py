@@ -1,15 +1,16 @@
-"""Forward hooks that record the feature maps of named modules of a network, for ProtoSeg analyses and losses."""
+"""Utilities over networks: forward hooks that record the feature maps of named modules (as ``monai.networks.utils``
+holds MONAI's helpers over networks)."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
 
-__all__ = ["BASIC_UNET_LAYERS", "INPUT_LAYER", "FeatureRecorder", "batch_items", "item_name", "shape_groups"]
+__all__ = ["BASIC_UNET_LAYERS", "INPUT_LAYER", "FeatureRecorder"]
 
 #: the 18 convolution outputs (conv + norm + activation) of MONAI's ``BasicUNet``, in forward order: the
 #: 18 feature maps of the U-Net of the ProtoSeg paper (Fig. 4), early (1-4), deep abstract (5-14), late (15-18).
@@ -124,31 +125,8 @@ class FeatureRecorder:
         self._handles = []
         self.clear()
 
-    def __enter__(self) -> FeatureRecorder:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.remove()
-
-
-def batch_items(data: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """The items of a batch as a list of (C, *spatial) tensors: a batched tensor is split along its first dim,
-    a list (a decollated engine output, as after MONAI's postprocessing) is returned as a list."""
-    if isinstance(data, torch.Tensor):
-        return list(data)
-    return [torch.as_tensor(item) for item in data]
-
-
-def item_name(item: Any, fallback: str) -> str:
-    """The file name an item was loaded from (``MetaTensor`` meta data ``filename_or_obj``), or ``fallback``."""
-    meta = getattr(item, "meta", None)
-    name = meta.get("filename_or_obj") if isinstance(meta, dict) else None
-    return str(name) if name else fallback
-
-
-def shape_groups(*items: Sequence[torch.Tensor]) -> list[list[int]]:
-    """Indices of items that can be stacked into one batch: all of them when every list holds tensors of one
-    shape, else one group per item (images of different sizes after MONAI's ``Invertd``)."""
-    if all(len({tuple(x.shape) for x in group}) <= 1 for group in items):
-        return [list(range(len(items[0])))]
-    return [[i] for i in range(len(items[0]))]

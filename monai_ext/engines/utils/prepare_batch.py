@@ -21,6 +21,8 @@ import torch
 from monai.engines.utils import PrepareBatch, PrepareBatchDefault
 from torch import nn
 
+from monai_ext.utils.checks import check_callable, check_fraction
+
 __all__ = ["AdversarialPrepareBatch"]
 
 
@@ -44,7 +46,7 @@ class AdversarialPrepareBatch(PrepareBatch):
     Example (bundle config)::
 
         "prepare_batch": {
-            "_target_": "monai_ext.handlers.AdversarialPrepareBatch",
+            "_target_": "monai_ext.engines.utils.AdversarialPrepareBatch",
             "attack": {"_target_": "monai_ext.attacks.IterativeFGSM", "eps": 8, "target": "inverse"},
             "network": "@network"
         }
@@ -68,21 +70,14 @@ class AdversarialPrepareBatch(PrepareBatch):
         mix: float = 1.0,
         prepare_batch: Callable | None = None,
     ) -> None:
-        if attack is None or not callable(attack):
-            raise ValueError(f"attack must be a callable (network, images, labels) -> images, got {attack!r}.")
-        if network is None or not callable(network):
-            raise ValueError(f"network must be a torch.nn.Module (or a callable), got {network!r}.")
-        mix = float(mix)
-        if not 0.0 <= mix <= 1.0:  # also refuses NaN
-            raise ValueError(f"mix must be a fraction in [0, 1], got {mix}.")
-        self.attack = attack
-        self.network = network
-        self.mix = mix
+        self.attack = check_callable("attack", attack, "a callable (network, images, labels) -> images")
+        self.network = check_callable("network", network, "a torch.nn.Module (or a callable)")
+        self.mix = check_fraction("mix", mix)
         self.prepare_batch = PrepareBatchDefault() if prepare_batch is None else prepare_batch
 
     def num_adversarial(self, batch_size: int) -> int:
         """Number of samples attacked in a batch of ``batch_size``: ``round(mix * batch_size)``, half up."""
-        return min(batch_size, int(math.floor(self.mix * batch_size + 0.5)))
+        return min(batch_size, math.floor(self.mix * batch_size + 0.5))
 
     def __call__(
         self,

@@ -1,0 +1,252 @@
+"""
+What every bundle must pass, written once and run for every folder under ``bundles/`` (a new bundle is covered by
+adding its folder; its tiny sizes go in ``conftest.TINY``).
+
+Config layout (the model zoo's): ``train.json`` holds the shared definitions; every other config except
+``inference.json`` is an override that holds only its differences, run as ``--config_file "['train.json','x.json']"``.
+An override named ``<parent>_<what>.json`` layers on ``<parent>.json`` in turn (``robustness_pgd.json``: train +
+robustness + robustness_pgd). ``inference.json`` stays standalone because MONAI Label reads it alone; the drift
+test below ties it to ``train.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import BUNDLES, BUNDLES_DIR, config_files, read_bundle_config, tiny
+from monai.bundle import ConfigParser, verify_net_in_out
+from monai.bundle.properties import InferProperties, TrainProperties
+from monai.bundle.reference_resolver import ReferenceResolver
+from monai.utils import BundleProperty, BundlePropertyConfig, ensure_tuple
+from PIL import Image
+
+from monai_ext.data import load_datalist, make_synthetic_dataset
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STANDALONE = ("train", "inference")
+MAX_EXPRESSION = 100
+#: steps that relate the image to the label: with the label gone they check nothing, so inference has none
+PAIR_CHECKS = {"monai_ext.transforms.CheckSpatialShaped"}
+
+
+def _config_names(bundle: str) -> list[str]:
+    return sorted(p.stem for p in (BUNDLES_DIR / bundle / "configs").glob("*.json") if p.stem != "metadata")
+
+
+def _chain(bundle: str, name: str) -> list[str]:
+    """The config chain that runs ``name``: itself for train / inference, else train + its parents + itself."""
+    if name in STANDALONE:
+        return [name]
+    names = _config_names(bundle)
+    parents = sorted((p for p in names if p not in STANDALONE and name.startswith(p + "_")), key=len)
+    return ["train", *parents, name]
+
+
+CHAINS = [pytest.param(b, _chain(b, n), id=f"{b}-{'+'.join(_chain(b, n))}") for b in BUNDLES for n in _config_names(b)]
+OVERRIDES = [pytest.param(b, n, id=f"{b}-{n}") for b in BUNDLES for n in _config_names(b) if n not in STANDALONE]
+FILES = [pytest.param(b, n, id=f"{b}-{n}") for b in BUNDLES for n in _config_names(b)]
+
+
+def _raw(bundle: str, name: str) -> dict[str, Any]:
+    return json.loads((BUNDLES_DIR / bundle / "configs" / f"{name}.json").read_text())
+
+
+def _strings(config: Any) -> list[str]:
+    """Every string in a raw config (keys excluded)."""
+    if isinstance(config, str):
+        return [config]
+    values = config.values() if isinstance(config, dict) else config if isinstance(config, list) else []
+    return [s for v in values for s in _strings(v)]
+
+
+def _refs(config: Any) -> set[str]:
+    """The ids a raw config refers to with ``@``."""
+    return {ref for s in _strings(config) for ref in ReferenceResolver.match_refs_pattern(s)}
+
+
+@pytest.mark.parametrize("bundle, chain", CHAINS)
+def test_config_chain_parses_and_resolves(bundle: str, chain: list[str], tmp_path: Path) -> None:
+    """Every ``@`` reference of the merged chain names an id; imports, network and preprocessing instantiate."""
+    parser = read_bundle_config(bundle, chain, bundle_root=str(tmp_path), **tiny(bundle))
+    parser.parse()
+    missing = sorted(ref for ref in _refs(parser.get()) if ref not in parser)
+    assert not missing, f"{chain}: references to missing ids {missing}"
+    parser.get_parsed_content("imports")
+    assert isinstance(parser.get_parsed_content("network_def"), torch.nn.Module)
+    assert callable(parser.get_parsed_content("preprocessing"))
+    for key in ("initialize", "run"):
+        assert isinstance(parser[key], list) and parser[key], f"{chain}: no {key} list"
+
+
+@pytest.mark.parametrize("bundle, name", OVERRIDES)
+def test_override_does_not_restate_network_or_preprocessing(bundle: str, name: str) -> None:
+    """
+    Only train.json and inference.json define ``network_def`` and ``preprocessing``. An override may swap in another
+    network (a baseline such as a plain U-Net, another ``_target_``), never restate train.json's.
+    """
+    raw = _raw(bundle, name)
+    assert "preprocessing" not in raw, f"{name}.json restates preprocessing instead of layering on train.json"
+    if "network_def" in raw:
+        target = _raw(bundle, "train")["network_def"]["_target_"]
+        assert raw["network_def"].get("_target_") != target, f"{name}.json restates train.json's network_def"
+
+
+@pytest.mark.parametrize("bundle, name", OVERRIDES)
+def test_override_holds_only_differences(bundle: str, name: str) -> None:
+    """No top-level id of an override repeats its parents' value, and ``imports`` extend (``+imports``)."""
+    raw = _raw(bundle, name)
+    assert "imports" not in raw, f"{name}.json replaces train.json's imports: use '+imports' to add some"
+    parent = read_bundle_config(bundle, _chain(bundle, name)[:-1])
+    restated = sorted(k for k, v in raw.items() if not k.startswith("+") and k in parent and parent[k] == v)
+    assert not restated, f"{name}.json restates {restated} with the same value"
+
+
+@pytest.mark.parametrize("bundle, name", FILES)
+def test_expressions_are_one_liners(bundle: str, name: str) -> None:
+    """``$`` expressions stay short; longer logic belongs in a named, tested ``monai_ext`` function."""
+    long = [s for s in _strings(_raw(bundle, name)) if s.startswith("$") and len(s) > MAX_EXPRESSION]
+    assert not long, f"{name}.json: expressions over {MAX_EXPRESSION} characters: {long}"
+
+
+def _image_steps(parser: ConfigParser) -> list[dict[str, Any]]:
+    """The raw preprocessing steps that apply to ``image``, each restricted to that key."""
+    steps = []
+    for step in parser["preprocessing"]["transforms"]:
+        while isinstance(step, str) and step.startswith("@"):
+            step = parser[step[1:]]
+        if not isinstance(step, dict) or "image" not in ensure_tuple(step.get("keys")):
+            continue
+        if step.get("_target_") not in PAIR_CHECKS:
+            steps.append({**step, "keys": ["image"]})
+    return steps
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_inference_matches_train(bundle: str) -> None:
+    """
+    inference.json restates train.json's network and image preprocessing (MONAI Label reads it alone, where a ``%``
+    macro to train.json would not resolve); here they must be the same config, and so must the options they use.
+    """
+    train = read_bundle_config(bundle, "train")
+    infer = read_bundle_config(bundle, "inference")
+    assert infer["network_def"] == train["network_def"]
+    assert _image_steps(infer) == _image_steps(train)
+    for ref in sorted(_refs(infer["network_def"]) | _refs(_image_steps(infer))):
+        assert infer[ref] == train[ref], f"inference.json's {ref} is {infer[ref]!r}, train.json's {train[ref]!r}"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_zoo_property_ids(bundle: str) -> None:
+    """The ids MONAI's ``check_properties()`` requires of a train and of an inference workflow."""
+    for name, properties in (("train", TrainProperties), ("inference", InferProperties)):
+        parser = read_bundle_config(bundle, name)
+        required = [p[BundlePropertyConfig.ID] for p in properties.values() if p.get(BundleProperty.REQUIRED)]
+        missing = [i for i in required if i is not None and i not in parser]
+        assert not missing, f"{name}.json lacks {missing}"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_verify_net_in_out(bundle: str) -> None:
+    configs = BUNDLES_DIR / bundle / "configs"
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(configs / "metadata.json"),
+        config_file=str(configs / "inference.json"),
+        n=1,
+        any=8,
+        **tiny(bundle),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_items(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, str]]]:
+    root = make_synthetic_dataset(tmp_path_factory.mktemp("items"), 2, 1, 1, spatial_size=(48, 40), seed=3)
+    return {split: load_datalist(root, split) for split in ("training", "validation", "test")}
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_monai_label_inference_ids(bundle: str, tmp_path: Path, tiny_items: dict) -> None:
+    """As MONAI Label's ``BundleInferTask``: inference.json alone, its ids, one image through them."""
+    parser = ConfigParser()
+    parser.read_config(config_files(bundle, "inference")[0])
+    parser.update({"bundle_root": str(tmp_path), "output_dir": str(tmp_path / "out"), **tiny(bundle)})
+    network = parser.get_parsed_content("network_def").eval()
+    preprocessing = parser.get_parsed_content("preprocessing")
+    inferer = parser.get_parsed_content("inferer")
+    postprocessing = parser.get_parsed_content("postprocessing")
+    data = preprocessing({"image": tiny_items["test"][0]["image"]})
+    assert tuple(data["image"].shape) == (parser["in_channels"], *parser["spatial_size"])
+    with torch.no_grad():
+        data["pred"] = inferer(data["image"][None], network)[0]
+    assert data["pred"].shape[0] == parser["num_classes"]
+    out = postprocessing(data)
+    assert tuple(out["pred"].shape[-2:]) == (48, 40)  # back at the image's own size
+    assert not (tmp_path / "synthetic_data").exists()
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_monai_label_train_ids(bundle: str, tmp_path: Path, tiny_items: dict) -> None:
+    """As MONAI Label's ``BundleTrainTask``: train.json alone, its data, epochs and handlers set through its ids."""
+    parser = ConfigParser()
+    parser.read_config(config_files(bundle, "train")[0])
+    parser.update(
+        {
+            "bundle_root": str(tmp_path),
+            "device": "$torch.device('cpu')",
+            "train#trainer#max_epochs": 1,
+            "train#dataset#data": tiny_items["training"],
+            "validate#dataset#data": tiny_items["validation"],
+            **tiny(bundle),
+        }
+    )
+    assert isinstance(parser["train#handlers"], list)
+    assert parser.get_parsed_content("device") == torch.device("cpu")
+    assert isinstance(parser.get_parsed_content("network_def"), torch.nn.Module)
+    assert isinstance(parser.get_parsed_content("network"), torch.nn.Module)
+    trainer = parser.get_parsed_content("train#trainer")
+    assert trainer.state.max_epochs == 1 and len(trainer.data_loader.dataset) == 2
+    assert not (tmp_path / "synthetic_data").exists(), "MONAI Label's data did not replace the bundle's datalist"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_smoke_train(bundle: str, trained_bundle) -> None:
+    """One epoch on the synthetic default data; its best model loads into inference.json's network."""
+    root, data = trained_bundle(bundle)
+    assert (data / "dataset.json").is_file()
+    parser = read_bundle_config(bundle, "inference", bundle_root=str(root), **tiny(bundle))
+    state = torch.load(parser.get_parsed_content("ckpt_path"), map_location="cpu", weights_only=True)
+    parser.get_parsed_content("network_def").load_state_dict(state, strict=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_smoke_evaluate(bundle: str, trained_bundle, run_bundle) -> None:
+    root, _ = trained_bundle(bundle)
+    run_bundle(bundle, ["train", "evaluate"], bundle_root=str(root), **tiny(bundle))
+    parser = read_bundle_config(bundle, ["train", "evaluate"], bundle_root=str(root))
+    with open(Path(parser.get_parsed_content("eval_dir")) / "metrics.csv") as f:
+        metrics = {row[0]: float(row[1]) for row in csv.reader(f) if row}
+    assert metrics and all(0.0 <= v <= 1.0 for v in metrics.values()), metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_smoke_infer(bundle: str, trained_bundle, run_bundle) -> None:
+    """One class-index mask per test image, at the image's own size."""
+    root, data = trained_bundle(bundle)
+    run_bundle(bundle, "inference", bundle_root=str(root), **tiny(bundle))
+    parser = read_bundle_config(bundle, "inference", bundle_root=str(root))
+    out = Path(parser.get_parsed_content("output_dir"))
+    images = [Path(item["image"]) for item in load_datalist(str(data), "test")]
+    for image in images:
+        mask = np.asarray(Image.open(out / f"{image.stem}_seg{parser['output_ext']}"))
+        assert mask.shape == np.asarray(Image.open(image)).shape[:2], image.name
+        assert mask.max() < parser["num_classes"], image.name
