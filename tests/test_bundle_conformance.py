@@ -250,3 +250,14 @@ def test_smoke_infer(bundle: str, trained_bundle, run_bundle) -> None:
         mask = np.asarray(Image.open(out / f"{image.stem}_seg{parser['output_ext']}"))
         assert mask.shape == np.asarray(Image.open(image)).shape[:2], image.name
         assert mask.max() < parser["num_classes"], image.name
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_metadata_eval_metrics_are_the_documented_result(bundle: str) -> None:
+    """``eval_metrics`` hold a real result: every value is in (0, 1] and written in the bundle's docs, to 4 places."""
+    metrics = json.loads((BUNDLES_DIR / bundle / "configs" / "metadata.json").read_text())["eval_metrics"]
+    docs = (BUNDLES_DIR / bundle / "docs" / "README.md").read_text()
+    assert metrics and "eval_metrics" in docs
+    for name, value in metrics.items():
+        assert 0.0 < value <= 1.0, (name, value)
+        assert f"{value:.4f}" in docs, f"{bundle}: eval_metrics {name} = {value} is not in docs/README.md"

@@ -56,7 +56,11 @@ def test_evaluate_writes_per_class_tables(trained: tuple[Path, Path], run_bundle
         assert row["mean"] == pytest.approx(float(np.mean(values))), name
     assert "| overall (mean) |" in (root / "eval" / "class_metrics.md").read_text()
     with open(root / "eval" / "metrics.csv") as f:
-        assert {row[0] for row in csv.reader(f) if row} == {"mean_dice"}
+        metrics = {row[0]: float(row[1]) for row in csv.reader(f) if row}
+    assert set(metrics) == {"mean_dice", "pixel_accuracy"}
+    # every wrong pixel is a false positive of one class and a false negative of another
+    one_vs_rest = table["accuracy"]["mean"]
+    assert metrics["pixel_accuracy"] == pytest.approx(1 - len(CLASSES) / 2 * (1 - one_vs_rest), abs=1e-4)
     raw = (root / "eval" / "iou_raw.csv").read_text().splitlines()
     assert len(raw) == 1 + NUM_TEST and raw[0].split(",")[1:] == ["class0", "class1", "class2", "class3", "mean"]
 

@@ -43,6 +43,17 @@ def test_base_packages_do_not_import_plugins(package: str) -> None:
     assert not bad, bad
 
 
+def test_utils_import_no_other_monai_ext_package() -> None:
+    """``monai_ext.utils`` is imported by every package, so it imports none of them (no cycles)."""
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}: {name}"
+        for path in sorted((PACKAGE / "utils").rglob("*.py"))
+        for name in _imports(path)
+        if name.startswith("monai_ext") and not name.startswith("monai_ext.utils")
+    ]
+    assert not bad, bad
+
+
 def test_no_module_imports_pyplot_or_sets_a_backend() -> None:
     bad = []
     for path in sorted(PACKAGE.rglob("*.py")):

@@ -4,6 +4,7 @@ tables, and the adversarial ``prepare_batch`` under its old name."""
 from monai_ext.engines.utils import AdversarialPrepareBatch  # re-export: configs name it here
 from monai_ext.handlers.class_metrics import ClassMetricsSaver
 from monai_ext.handlers.feature_recorder import FeatureRecorderHandler, batch_items, item_name, layer_name, stack_items
+from monai_ext.handlers.pixel_accuracy import PixelAccuracyHandler
 from monai_ext.handlers.protoseg_metrics import (
     MeanSAScoreHandler,
     OutputDiceHandler,
@@ -23,6 +24,7 @@ __all__ = [
     "FeatureRecorderHandler",
     "MeanSAScoreHandler",
     "OutputDiceHandler",
+    "PixelAccuracyHandler",
     "ProtoSegSaver",
     "SAMPlotHandler",
     "SAScoreHandler",

@@ -1,5 +1,7 @@
-"""Metrics of ``monai_ext``: ProtoSeg segmentation ability (maps, scores, summaries), Variance of Gradients."""
+"""Metrics of ``monai_ext``: ProtoSeg segmentation ability (maps, scores, summaries), Variance of Gradients, pixel
+accuracy."""
 
+from monai_ext.metrics.pixel_accuracy import PixelAccuracyMetric, compute_pixel_accuracy
 from monai_ext.metrics.protoseg_map import (
     binarize_prediction,
     check_protoseg_inputs,
@@ -28,12 +30,14 @@ from monai_ext.metrics.variance_of_gradients import VarianceOfGradients, load_st
 
 __all__ = [
     "MeanSAScoreMetric",
+    "PixelAccuracyMetric",
     "SAScoreMetric",
     "VarianceOfGradients",
     "binarize_prediction",
     "check_protoseg_inputs",
     "class_weights",
     "compute_layer_sa_scores",
+    "compute_pixel_accuracy",
     "compute_prototypes",
     "compute_sa_score",
     "coverage_table",
