@@ -34,7 +34,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -44,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from common import machine_info
 from torch import nn
+
+from monai_ext.utils import write_json
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_attacks.json"
 FLOOR_TARGET = 1.10  # ours / floor
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
+    write_json(args.output, report)
     print(f"wrote {args.output}")
     return 0
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from common import machine_info
 
+from monai_ext.utils import write_json
+
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_nlce.json"
 TARGET_SIZE = 128
 
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": {str(k): v for k, v in ratios.items()},
         "target": target,
     }
-    args.output.write_text(json.dumps(report, indent=2))
+    write_json(args.output, report)
     print(f"wrote {args.output}")
     return 0
 

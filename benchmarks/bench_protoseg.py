@@ -21,7 +21,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from monai.networks.nets import BasicUNet
 
 from monai_ext.metrics import SAScoreMetric, binarize_prediction
 from monai_ext.networks.utils import BASIC_UNET_LAYERS, INPUT_LAYER, FeatureRecorder
+from monai_ext.utils import write_json
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_protoseg.json"
 TARGET_RATIO = 1.5
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "target": {"max_ratio": TARGET_RATIO, "pass": passed},
     }
-    args.output.write_text(json.dumps(report, indent=2))
+    write_json(args.output, report)
     print(f"wrote {args.output}")
     return 0
 

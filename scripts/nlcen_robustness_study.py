@@ -5,9 +5,10 @@ untargeted PGD (``train.json`` + ``robustness.json`` + ``robustness_pgd.json``),
 (``train.json`` + ``evaluate.json``), and gather the results into tables and one plot.
 
 Every step is the bundle's own config run through ``monai.bundle.run`` with overrides, so each result can be
-reproduced with the ``python -m monai.bundle run ...`` command the script logs. A variant whose checkpoint
-exists is not retrained and a step whose output exists is not rerun (delete it to redo it), so variants can be
-run by separate processes and gathered by a last call that names them all.
+reproduced with the ``python -m monai.bundle run ...`` command the script logs. A variant whose training finished
+is not retrained and a step whose output is complete is not rerun (delete it to redo it); a killed training run or
+sweep continues where it stopped. So variants can be run by separate processes and gathered by a last call that
+names them all.
 
 Example (one part of the JSRT study of bundles/nlcen/docs/README.md, which lists every command)::
 
@@ -25,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import fire
+import torch
 from monai.bundle import run
 
+from monai_ext.utils import write_json, write_text
 from monai_ext.visualize import plot_robustness_panels
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "nlcen" / "configs"
@@ -121,11 +124,10 @@ def study(
         root = work / name
         common = {"dataset_dir": dataset_dir, **net}
         ckpt = root / "models" / "model.pt"
-        if not ckpt.exists():
-            _run(
-                _chain(),
-                {**common, "ckpt_dir": str(ckpt.parent), "output_dir": str(root / "runs"), "epochs": epochs},
-            )
+        resume = _unfinished(ckpt.parent / "checkpoint.pt", epochs)  # a killed training run continues
+        if not ckpt.exists() or resume:
+            train = {"ckpt_dir": str(ckpt.parent), "output_dir": str(root / "runs"), "epochs": epochs, "resume": resume}
+            _run(_chain(), {**common, **train})
         clean_dir = root / "eval" / "clean"
         if not (clean_dir / "metrics.csv").exists():
             _run(_chain("evaluate"), {**common, "ckpt_path": str(ckpt), "eval_dir": str(clean_dir)})
@@ -142,7 +144,7 @@ def study(
             sweeps.append(("pgd", _chain("robustness", "robustness_pgd"), pgd_epsilons))
         for kind, configs, eps in sweeps:
             out = root / "eval" / ("robustness.json" if kind == "ifgsm" else "robustness_pgd.json")
-            if not out.exists():
+            if not out.exists() or not json.loads(out.read_text()).get("complete", True):  # a killed sweep resumes
                 extra = {"epsilons": list(eps)}
                 if kind == "pgd":
                     extra["attack#num_steps"] = pgd_steps
@@ -153,13 +155,21 @@ def study(
     if summaries["pgd"]:
         panels[f"untargeted PGD-{pgd_steps}, random start"] = list(summaries["pgd"].values())
     plot_robustness_panels(panels, work / "robustness_study.png", xlabel="epsilon (8-bit intensity levels)")
-    (work / "robustness_study.json").write_text(json.dumps({"clean": clean, **summaries}, indent=2))
+    write_json(work / "robustness_study.json", {"clean": clean, **summaries})
     table = _clean_table(clean) + "\n" + _table(summaries["ifgsm"], "targeted I-FGSM (Dice / Jaccard)")
     if summaries["pgd"]:
         table += "\n" + _table(summaries["pgd"], f"untargeted PGD-{pgd_steps}, random start (Dice / Jaccard)")
-    (work / "robustness_study.md").write_text(table)
+    write_text(work / "robustness_study.md", table)
     print(table)
     return table
+
+
+def _unfinished(checkpoint: Path, epochs: int) -> bool:
+    """Whether ``checkpoint`` (a training run's ``checkpoint.pt``) exists and holds fewer than ``epochs`` epochs."""
+    if not checkpoint.is_file():
+        return False
+    trainer = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["trainer"]
+    return trainer["iteration"] < epochs * trainer["epoch_length"]
 
 
 def _clean_scores(eval_dir: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from typing import Any
 
 import fire
 
+from monai_ext.utils import write_text
 from monai_ext.visualize import plot_layer_scores
 
 RUNS = ("offline", "online")
@@ -50,8 +51,8 @@ def _ms(stat: dict[str, float] | None) -> str:
     return "" if stat is None else f"{stat['mean']:.4f} ± {stat['std']:.2f}"
 
 
-def _corr(value: float) -> str:
-    return "" if math.isnan(value) else f"{value:.3f}"  # NaN -> empty
+def _corr(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.3f}"  # null (NaN) -> empty
 
 
 def tables(
@@ -132,8 +133,7 @@ def tables(
             )
     text = "\n".join(lines) + "\n"
     path = Path(output) if output else root / "protoseg_tables.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_text(path, text)
     logging.getLogger("protoseg_tables").info("wrote %s", path)
     print(text)
     return str(path)

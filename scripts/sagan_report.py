@@ -29,6 +29,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import LoadImage
 
 from monai_ext.data import load_datalist
+from monai_ext.utils import write_text
 from monai_ext.visualize import plot_segmentations
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "sagan_seg" / "configs"
@@ -70,8 +71,7 @@ def table(runs: Mapping[str, str], output: str | None = None, digits: int = 4) -
         blocks.append("\n".join(lines))
     text = "\n\n".join(blocks) + "\n"
     if output is not None:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(text)
+        write_text(output, text)
     print(text)
     return text
 

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
+import fire
 import numpy as np
 import pytest
 import torch
 from conftest import BUNDLES, BUNDLES_DIR, config_files, read_bundle_config, tiny
-from monai.bundle import ConfigParser, verify_net_in_out
+from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, onnx_export, verify_metadata, verify_net_in_out
 from monai.bundle.properties import InferProperties, TrainProperties
 from monai.bundle.reference_resolver import ReferenceResolver
 from monai.utils import BundleProperty, BundlePropertyConfig, ensure_tuple
@@ -261,3 +263,120 @@ def test_metadata_eval_metrics_are_the_documented_result(bundle: str) -> None:
     for name, value in metrics.items():
         assert 0.0 < value <= 1.0, (name, value)
         assert f"{value:.4f}" in docs, f"{bundle}: eval_metrics {name} = {value} is not in docs/README.md"
+
+
+# --- the model zoo's checks: metadata schema, check_properties, TorchScript and ONNX export --------------------------
+
+#: the metadata schema every metadata.json names (its URL is unreachable offline): an unchanged copy, see tests/data
+SCHEMA = Path(__file__).parent / "data" / "meta_schema_20240725.json"
+SCHEMA_SHA256 = "cd64aa8a5904426f6fc6855dabe46af8c742d5bad644b4e9cfb78ebad09ad678"
+#: the largest |exported - eager| output allowed (TorchScript and onnxruntime against the eager network)
+EXPORT_ATOL = 1e-5
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_verify_metadata(bundle: str) -> None:
+    """MONAI's ``verify_metadata`` against the local schema copy (present with the right hash: nothing is downloaded)."""
+    meta = BUNDLES_DIR / bundle / "configs" / "metadata.json"
+    assert json.loads(meta.read_text())["schema"].endswith("/" + SCHEMA.name)
+    verify_metadata(meta_file=str(meta), filepath=str(SCHEMA), hash_val=SCHEMA_SHA256, hash_type="sha256")
+
+
+def _workflow_types(name: str) -> tuple[str, ...]:
+    """
+    The MONAI workflow types a config chain is checked as: every chain layered on train.json is a train workflow
+    (as the model zoo runs ``train.json`` + ``evaluate.json``); the evaluation also an ``eval`` workflow, whose
+    top-level ``dataset``, ``evaluator`` and ``inferer`` evaluate.json names; inference.json an ``infer`` workflow.
+    """
+    return {"inference": ("infer",), "evaluate": ("train", "eval")}.get(name, ("train",))
+
+
+WORKFLOWS = [
+    pytest.param(b, _chain(b, n), t, id=f"{b}-{'+'.join(_chain(b, n))}-{t}")
+    for b in BUNDLES
+    for n in _config_names(b)
+    for t in _workflow_types(n)
+]
+
+
+@pytest.fixture(scope="module")
+def zoo_dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_synthetic_dataset(tmp_path_factory.mktemp("zoo"), 2, 1, 1, spatial_size=(48, 40), seed=4)
+
+
+@pytest.mark.parametrize("bundle, chain, workflow_type", WORKFLOWS)
+def test_check_properties(bundle: str, chain: list[str], workflow_type: str, tmp_path: Path, zoo_dataset: str) -> None:
+    """MONAI's ``ConfigWorkflow(...).check_properties()`` after ``initialize()``: no property missing or misnamed."""
+    overrides = {"bundle_root": str(tmp_path), "dataset_dir": zoo_dataset, **tiny(bundle)}
+    parser = read_bundle_config(bundle, chain, **overrides)
+    if any("@ckpt_path" in str(expr) for expr in parser["initialize"]):  # chains that load weights as they initialise
+        ckpt = Path(parser.get_parsed_content("ckpt_path"))
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(parser.get_parsed_content("network_def").state_dict(), ckpt)
+    workflow = ConfigWorkflow(
+        config_file=config_files(bundle, chain),
+        meta_file=str(BUNDLES_DIR / bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=workflow_type,
+        **overrides,
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+
+
+def _doc_commands(bundle: str) -> dict[str, list[str]]:
+    """The ``python -m monai.bundle ckpt_export|onnx_export ...`` commands of a bundle's docs/README.md, as argv."""
+    text = (BUNDLES_DIR / bundle / "docs" / "README.md").read_text().replace("\\\n", " ")
+    commands = {}
+    for line in text.splitlines():
+        words = shlex.split(line) if line.startswith("python -m monai.bundle ") else []
+        if words[3:4] in (["ckpt_export"], ["onnx_export"]):
+            commands[words[3]] = words[3:]
+    return commands
+
+
+def _run_doc_command(bundle: str, argv: list[str], ckpt: Path, out_dir: Path, *extra: str) -> None:
+    """Run a documented command as ``python -m monai.bundle`` would (fire), on ``ckpt``, writing into ``out_dir``."""
+    models = f"bundles/{bundle}/models/"
+    argv = [a.replace(models + "model.pt", str(ckpt)).replace(models, f"{out_dir}/") for a in argv]
+    argv = [a.replace("bundles/", f"{BUNDLES_DIR}/") if a.startswith("bundles/") else a for a in argv]
+    sizes = {k: v for k, v in tiny(bundle).items() if k != "num_workers"}
+    argv += [w for k, v in sizes.items() for w in (f"--{k}", json.dumps(v))] + list(extra)
+    fire.Fire({"ckpt_export": ckpt_export, "onnx_export": onnx_export}, command=argv)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_export_commands(bundle: str, trained_bundle, tmp_path: Path) -> None:
+    """
+    The export commands of the bundle's docs, run on its trained model at tiny sizes: ``ckpt_export`` scripts the
+    network (TorchScript, any input size) and ``onnx_export`` writes an ONNX model at the export shape; both give the
+    eager network's logits within ``EXPORT_ATOL``, the ONNX model under onnxruntime.
+    """
+    ort = pytest.importorskip("onnxruntime")
+    commands = _doc_commands(bundle)
+    assert sorted(commands) == ["ckpt_export", "onnx_export"], f"{bundle}: docs/README.md lacks an export command"
+    root, _ = trained_bundle(bundle)
+    ckpt = root / "models" / "model.pt"
+    parser = read_bundle_config(bundle, "inference", **tiny(bundle))
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+    network.eval()
+    shape = [1, parser["in_channels"], *parser["spatial_size"]]
+    generator = torch.Generator().manual_seed(0)
+
+    _run_doc_command(bundle, commands["ckpt_export"], ckpt, tmp_path)
+    scripted = torch.jit.load(str(tmp_path / "model.ts"))
+    larger = [2, shape[1], *(2 * s for s in shape[2:])]  # scripted, not traced: another batch and image size work
+    for x in (torch.rand(shape, generator=generator), torch.rand(larger, generator=generator)):
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x), network(x), rtol=0.0, atol=EXPORT_ATOL)
+
+    _run_doc_command(bundle, commands["onnx_export"], ckpt, tmp_path, "--input_shape", json.dumps(shape))
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.rand(shape, generator=generator)
+    (onnx_out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        eager = network(x).numpy()
+    assert onnx_out.shape == eager.shape
+    assert np.abs(onnx_out - eager).max() <= EXPORT_ATOL, np.abs(onnx_out - eager).max()

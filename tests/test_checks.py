@@ -28,6 +28,7 @@ from monai_ext.utils.checks import (
     check_positive,
     check_positive_int,
     check_spatial_dims,
+    check_spatial_divisible,
     source_name,
 )
 
@@ -144,6 +145,13 @@ def test_tensor_checks_name_the_files():
         check_class_indices(torch.tensor([0, 3]), 3)
     with pytest.raises(ValueError, match=r"image must have shape \(B, in_channels=3, \*spatial\)"):
         check_input_shape(torch.zeros(1, 1, 4, 4), 2, 3, name="image")
+    with pytest.raises(ValueError, match=r"got shape \(4,\)"):
+        check_input_shape(torch.zeros(4), 2, 3)
+    check_spatial_divisible(torch.zeros(1, 1, 8, 16), 8, "three halvings")
+    with pytest.raises(
+        ValueError, match=r"image must be divisible by 8 \(three halvings\), got image shape \(1, 1, 8, 12\)"
+    ):
+        check_spatial_divisible(torch.zeros(1, 1, 8, 12), 8, "three halvings", name="image")
 
 
 def test_source_name():

@@ -183,3 +183,24 @@ def test_nlce_unet():
         other.load_state_dict(shared, strict=False)
         with eval_mode(other), torch.no_grad():
             assert not torch.allclose(other(x), y_full, atol=1e-5), switch
+
+
+def test_torchscript():
+    """NLCEN and NLCEUNet script (``torch.jit.script``, as MONAI's ``ckpt_export``): same outputs, any input size."""
+    torch.manual_seed(0)
+    net = NLCEN(2, 1, 2, **SMALL)
+    scripted = torch.jit.script(net)
+    for shape in ((1, 1, 64, 64), (2, 1, 40, 72)):
+        x = torch.rand(shape)
+        with torch.no_grad():
+            torch.testing.assert_close(scripted.eval()(x), net.eval()(x), rtol=0.0, atol=1e-6)
+            train_outputs, scripted_outputs = net.train()(x), scripted.train()(x)
+        assert len(scripted_outputs) == 5
+        for ours, theirs in zip(scripted_outputs, train_outputs):
+            torch.testing.assert_close(ours, theirs, rtol=0.0, atol=1e-6)
+    unet = NLCEUNet(2, 1, 2, channels=(4, 8, 16), strides=(2, 2)).eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(unet)(x), unet(x), rtol=0.0, atol=1e-6)
+    with pytest.raises(torch.jit.Error, match="in_channels=4"):  # the blocks' input checks compile with their forward
+        torch.jit.script(NLCE(2, 4, num_codes=4))(torch.rand(1, 3, 5, 5))

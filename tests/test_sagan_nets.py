@@ -9,6 +9,7 @@ from torch.nn.utils import parametrize
 from monai_ext.losses import HingeDiscriminatorLoss, HingeGeneratorLoss
 from monai_ext.networks.blocks import SelfAttention
 from monai_ext.networks.nets import SAGANDiscriminator, SAGANGenerator
+from monai_ext.networks.utils import fold_parametrizations
 
 SMALL = (4, 8, 8, 16)  # channels of 4 levels: spatial sizes divisible by 8
 
@@ -158,3 +159,25 @@ def test_bad_inputs():
         disc(torch.randn(2, 2, 16, 16), torch.randn(2, 3, 16, 16))
     with pytest.raises(ValueError, match="divisible by 8"):
         disc(torch.randn(2, 1, 12, 16), torch.randn(2, 3, 12, 16))
+
+
+def test_torchscript_folds_spectral_norm_and_leaves_the_network_as_it_is():
+    """``torch.jit.script`` compiles a copy with folded spectral norms: equal eval outputs, the original unchanged."""
+    torch.manual_seed(0)
+    gen = SAGANGenerator(2, 1, 3, channels=SMALL, attention_levels=(1,))
+    disc = SAGANDiscriminator(2, 1, 3, channels=SMALL)
+    image, seg = torch.rand(2, 1, 16, 16), torch.rand(2, 3, 16, 16)
+    gen(image), disc(image, seg)  # a training-mode pass: the power iteration moves u and v away from their init
+    gen.eval(), disc.eval()
+    parametrized = sum(parametrize.is_parametrized(m) for m in gen.modules())
+    scripted_gen, scripted_disc = torch.jit.script(gen), torch.jit.script(disc)
+    with torch.no_grad():
+        for size in (16, 24):  # any size divisible by 8
+            x = torch.rand(2, 1, size, size)
+            torch.testing.assert_close(scripted_gen(x), gen(x), rtol=0.0, atol=0.0)
+        torch.testing.assert_close(scripted_disc(image, seg), disc(image, seg), rtol=0.0, atol=0.0)
+    assert sum(parametrize.is_parametrized(m) for m in gen.modules()) == parametrized > 0
+    assert not any(parametrize.is_parametrized(m) for m in fold_parametrizations(gen).modules())
+    gen.train()(image).sum().backward()  # the original still trains through its parametrisations
+    with pytest.raises(torch.jit.Error, match="divisible by 8"):  # the input checks compile with the forward
+        scripted_gen(torch.rand(1, 1, 12, 16))

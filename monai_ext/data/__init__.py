@@ -1,4 +1,7 @@
-"""Data of ``monai_ext``: datalists from a dataset folder and the synthetic default dataset."""
+"""
+Data of ``monai_ext``: datalists from a dataset folder, an image reader, a cache dataset whose errors name the files,
+the check of what the masks hold, and the synthetic default dataset.
+"""
 
 from monai_ext.data.datalist import (
     DATALIST_FILENAME,
@@ -7,9 +10,13 @@ from monai_ext.data.datalist import (
     file_stem,
     list_image_files,
     load_datalist,
+    load_image_datalist,
     resolve_dataset_dir,
     split_stems,
 )
+from monai_ext.data.dataset import CacheDataset, item_files
+from monai_ext.data.label_check import check_label_content
+from monai_ext.data.readers import ImageFileReader
 from monai_ext.data.synthetic import SYNTHETIC_LABELS, make_synthetic_dataset, synthetic_phantom
 
 __all__ = [
@@ -17,9 +24,14 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "SPLITS",
     "SYNTHETIC_LABELS",
+    "CacheDataset",
+    "ImageFileReader",
+    "check_label_content",
     "file_stem",
+    "item_files",
     "list_image_files",
     "load_datalist",
+    "load_image_datalist",
     "make_synthetic_dataset",
     "resolve_dataset_dir",
     "split_stems",

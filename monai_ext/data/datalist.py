@@ -1,6 +1,7 @@
 """
 Datalists from a dataset folder: a MONAI decathlon ``dataset.json``, or ``images/`` and ``masks/``
-folders paired by file stem with a deterministic training / validation / test split.
+folders paired by file stem with a deterministic training / validation / test split; for inference, also a folder
+of images alone or one image file (:func:`load_image_datalist`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "file_stem",
     "list_image_files",
     "load_datalist",
+    "load_image_datalist",
     "resolve_dataset_dir",
     "split_stems",
 ]
@@ -44,6 +46,8 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
 
 #: how many file names an error message lists.
 _MAX_LISTED = 5
+#: what a message says where labels are required
+_LABELS_NEEDED = "training and evaluation need a mask per image; inference.json reads images alone"
 
 
 def _listing(names: Sequence[str]) -> str:
@@ -124,17 +128,29 @@ def split_stems(
     }
 
 
+def _has_image_files(folder: Path) -> bool:
+    return any(p.is_file() and not p.name.startswith(".") and file_stem(p.name) for p in folder.iterdir())
+
+
 def _check_dataset_dir(dataset_dir: str | PathLike) -> Path:
-    """The absolute dataset folder, after checking it holds a ``dataset.json`` or an ``images/`` folder."""
+    """
+    The absolute dataset folder, after checking it holds a ``dataset.json``, an ``images/`` folder, or image files
+    (a folder of images alone, for inference).
+    """
     path = Path(os.path.abspath(os.path.expanduser(dataset_dir)))
     if not path.is_dir():
         raise FileNotFoundError(f"Dataset folder {path} does not exist (dataset_dir={str(dataset_dir)!r}).")
-    if not (path / DATALIST_FILENAME).is_file() and not (path / "images").is_dir():
+    if not (path / DATALIST_FILENAME).is_file() and not (path / "images").is_dir() and not _has_image_files(path):
         raise FileNotFoundError(
-            f"Dataset folder {path} holds neither a {DATALIST_FILENAME} (a MONAI decathlon datalist) "
-            "nor an images/ folder (with masks/ beside it, paired by file stem)."
+            f"Dataset folder {path} holds neither a {DATALIST_FILENAME} (a MONAI decathlon datalist), "
+            "nor an images/ folder (with masks/ beside it, paired by file stem), nor image files (for inference)."
         )
     return path
+
+
+def _images_alone(root: Path) -> bool:
+    """Whether a dataset folder holds images without masks: no ``dataset.json``, no ``images/`` + ``masks/``."""
+    return not (root / DATALIST_FILENAME).is_file() and not ((root / "images").is_dir() and (root / "masks").is_dir())
 
 
 def _entry_files(entry: dict[str, Any]) -> list[str]:
@@ -168,8 +184,8 @@ def _datalist_from_json(path: Path, split: str, require_labels: bool) -> list[di
         unlabelled = [str(e.get("image")) for e in datalist if e.get("label") in (None, "", [])]
         if unlabelled:
             raise ValueError(
-                f"{len(unlabelled)} entries of split {split!r} in {path} have no 'label': {_listing(unlabelled)}. "
-                "Pass require_labels=False to load images alone."
+                f"{len(unlabelled)} entries of split {split!r} in {path} have no 'label': {_listing(unlabelled)}; "
+                f"{_LABELS_NEEDED}."
             )
     return datalist
 
@@ -182,28 +198,27 @@ def _datalist_from_folders(
         raise ValueError(
             f"Unknown split {split!r} for the images/ + masks/ layout of {root}; use one of {[*SPLITS, 'all']}."
         )
-    images = list_image_files(root / "images")
+    images_dir = root / "images" if (root / "images").is_dir() else root
+    images = list_image_files(images_dir)
     masks_dir = root / "masks"
-    if masks_dir.is_dir():
+    if masks_dir.is_dir() and images_dir != root:
         masks = list_image_files(masks_dir)
     elif require_labels:
-        raise FileNotFoundError(
-            f"Dataset folder {root} has images/ but no masks/ folder; pass require_labels=False to load images alone."
-        )
+        what = "has images/ but no masks/ folder" if images_dir != root else "holds images alone (no images/ + masks/)"
+        raise FileNotFoundError(f"Dataset folder {root} {what}; {_LABELS_NEEDED}.")
     else:
         masks = {}
     orphan_masks = sorted(set(masks) - set(images))
     if orphan_masks:
         raise ValueError(
-            f"{len(orphan_masks)} masks in {masks_dir} have no image of the same stem in {root / 'images'}: "
+            f"{len(orphan_masks)} masks in {masks_dir} have no image of the same stem in {images_dir}: "
             f"{_listing([Path(masks[s]).name for s in orphan_masks])}."
         )
     orphan_images = sorted(set(images) - set(masks))
     if orphan_images and require_labels:
         raise ValueError(
-            f"{len(orphan_images)} images in {root / 'images'} have no mask of the same stem in {masks_dir}: "
-            f"{_listing([Path(images[s]).name for s in orphan_images])}. "
-            "Pass require_labels=False to load images alone."
+            f"{len(orphan_images)} images in {images_dir} have no mask of the same stem in {masks_dir}: "
+            f"{_listing([Path(images[s]).name for s in orphan_images])}; {_LABELS_NEEDED}."
         )
     stems = sorted(images) if split == "all" else split_stems(sorted(images), val_fraction, test_fraction, seed)[split]
     return [{"image": images[s], **({"label": masks[s]} if s in masks else {})} for s in stems]
@@ -230,6 +245,8 @@ def load_datalist(
       :func:`file_stem` and :data:`IMAGE_SUFFIXES`; hidden files are skipped). This layout has no
       splits: :func:`split_stems` makes a deterministic 80/10/10 split (by default), the same for
       every call on the same files.
+    - Without ``require_labels``, ``dataset_dir`` may also hold images alone: ``images/`` without
+      ``masks/``, or the image files themselves (split as the ``images/`` layout).
 
     ``split="all"`` returns every entry (all images of the folders, or the three splits of
     ``dataset.json`` one after the other).
@@ -238,14 +255,14 @@ def load_datalist(
         dataset_dir: the dataset folder.
         split: ``"training"``, ``"validation"``, ``"test"`` or ``"all"``.
         require_labels: every entry must have a label; with ``False`` images without masks are kept as
-            ``{"image": path}`` (inference), and ``masks/`` may be absent.
+            ``{"image": path}`` (inference), and ``masks/`` (or ``images/``) may be absent.
         val_fraction: fraction of the images/masks layout given to ``validation``.
         test_fraction: fraction of the images/masks layout given to ``test``.
         seed: seed of the images/masks split.
 
     Raises:
-        FileNotFoundError: ``dataset_dir`` is missing, holds neither ``dataset.json`` nor ``images/``,
-            has no ``masks/`` (when labels are required), or an entry names a file that does not exist.
+        FileNotFoundError: ``dataset_dir`` is missing, holds neither ``dataset.json`` nor ``images/`` nor
+            image files, has no ``masks/`` (when labels are required), or an entry names a file that does not exist.
         ValueError: ``split`` is not in ``dataset.json`` (the error lists its keys), a mask has no image
             or an image no mask (the error names the files), an entry has no label, or the split is empty.
     """
@@ -256,7 +273,8 @@ def load_datalist(
         source = str(datalist_file)
     else:
         datalist = _datalist_from_folders(root, split, require_labels, val_fraction, test_fraction, seed)
-        source = f"{root / 'images'} and {root / 'masks'}"
+        source = str(root / "images") if (root / "images").is_dir() else str(root)
+        source += f" and {root / 'masks'}" if (root / "masks").is_dir() else ""
     if not datalist:
         raise ValueError(f"Split {split!r} of the dataset in {root} is empty.")
     missing = [f for entry in datalist for f in _entry_files(entry) if not os.path.isfile(f)]
@@ -268,23 +286,85 @@ def load_datalist(
     return datalist
 
 
+def load_image_datalist(
+    dataset_dir: str | PathLike | None,
+    split: str | None = None,
+    image: str | PathLike | None = None,
+    **kwargs: Any,
+) -> list[dict[str, str]]:
+    """
+    The images to predict, without labels: a list of ``{"image": path}`` (absolute paths), for inference.
+
+    - ``image``: that one file (``--image PATH``); ``dataset_dir`` must then be ``None``.
+    - ``dataset_dir``: split ``split`` of the dataset (:func:`load_datalist` with ``require_labels=False``, labels
+      dropped): a ``dataset.json`` whose entries may lack a ``label``, ``images/`` + ``masks/``, ``images/`` alone,
+      or a folder of image files. ``split=None`` takes ``"test"``, or ``"all"`` for a folder of images alone (no
+      ``dataset.json``, no ``masks/``), whose images were never split for training.
+
+    In a bundle config: ``"$monai_ext.data.load_image_datalist(@data_root, @split, @image)"``.
+
+    Args:
+        dataset_dir: the dataset folder (:func:`resolve_dataset_dir`'s result), or ``None`` with ``image``.
+        split: ``"training"``, ``"validation"``, ``"test"``, ``"all"`` or ``None`` (see above).
+        image: one image file, or ``None``.
+        kwargs: ``val_fraction``, ``test_fraction``, ``seed`` of :func:`load_datalist`.
+
+    Raises:
+        FileNotFoundError: ``image`` does not exist (or see :func:`load_datalist`).
+        ValueError: both or neither of ``dataset_dir`` and ``image`` given (or see :func:`load_datalist`).
+    """
+    has_dir = dataset_dir is not None and str(dataset_dir).strip() != ""
+    if image is not None and str(image).strip():
+        if has_dir:
+            raise ValueError(
+                f"Give one image (--image {image}) or a dataset folder (--dataset_dir {dataset_dir}), not both."
+            )
+        path = os.path.abspath(os.path.expanduser(image))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Image file {path} does not exist (image={str(image)!r}).")
+        return [{"image": path}]
+    if not has_dir:
+        raise ValueError("Give a dataset folder (--dataset_dir DIR) or one image file (--image PATH).")
+    root = _check_dataset_dir(dataset_dir)  # type: ignore[arg-type]
+    if split is None:
+        split = "all" if _images_alone(root) else "test"
+    datalist = [{"image": e["image"]} for e in load_datalist(root, split, require_labels=False, **kwargs)]
+    logger.info("Predicting %d images of split %r of %s.", len(datalist), split, root)
+    return datalist
+
+
 def resolve_dataset_dir(
-    dataset_dir: str | PathLike | None, synthetic_dir: str | PathLike, **synthetic_kwargs: Any
-) -> str:
+    dataset_dir: str | PathLike | None,
+    synthetic_dir: str | PathLike,
+    image: str | PathLike | None = None,
+    **synthetic_kwargs: Any,
+) -> str | None:
     """
     The dataset folder a bundle reads: ``dataset_dir`` when one is given (after checking that it
-    exists and holds a ``dataset.json`` or an ``images/`` folder), or else a synthetic dataset generated
-    (or reused) at ``synthetic_dir`` by :func:`monai_ext.data.make_synthetic_dataset`, which is logged.
+    exists and holds a ``dataset.json``, an ``images/`` folder or image files), ``None`` when one ``image``
+    file is given instead (inference), or else a synthetic dataset generated (or reused) at ``synthetic_dir``
+    by :func:`monai_ext.data.make_synthetic_dataset`, which is logged.
 
     In a bundle config: ``"$monai_ext.data.resolve_dataset_dir(@dataset_dir, @bundle_root + '/synthetic_data')"``.
 
     Args:
         dataset_dir: the dataset folder; ``None`` or ``""`` for the synthetic default.
         synthetic_dir: where to write the synthetic dataset.
+        image: one image file to predict (``--image PATH`` of an inference config); ``None`` or ``""`` for none.
         synthetic_kwargs: arguments of ``make_synthetic_dataset`` (``num_training``, ``spatial_size``, ...).
+
+    Raises:
+        ValueError: both ``dataset_dir`` and ``image`` are given.
     """
-    if dataset_dir is not None and str(dataset_dir).strip():
-        path = _check_dataset_dir(dataset_dir)
+    has_dir = dataset_dir is not None and str(dataset_dir).strip() != ""
+    if image is not None and str(image).strip():
+        if has_dir:
+            raise ValueError(
+                f"Give one image (--image {image}) or a dataset folder (--dataset_dir {dataset_dir}), not both."
+            )
+        return None
+    if has_dir:
+        path = _check_dataset_dir(dataset_dir)  # type: ignore[arg-type]
         logger.info("Using the dataset at %s.", path)
         return str(path)
     from monai_ext.data.synthetic import make_synthetic_dataset

@@ -3,7 +3,6 @@ sweep engine :py:class:`~monai_ext.engines.LevelSweep`."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -61,9 +60,13 @@ class RobustnessSweep:
         num_classes: number of classes, background included.
         device: where the network and the batches run.
         inferer: the evaluator's inferer; ``SimpleInferer`` by default.
-        output_dir: if given, :py:meth:`run` writes ``<name>.json`` and ``<name>.png`` there.
+        output_dir: if given, :py:meth:`run` writes ``<name>.json`` there after each budget (a rerun with the same
+            settings computes only the budgets it lacks, see :py:class:`~monai_ext.engines.LevelSweep`) and the
+            curve ``<name>.png`` at the end.
         name: file name stem of the outputs.
         label: the curve's legend label in the plot.
+        overwrite: replace a ``<name>.json`` of a sweep with other settings (another network, data or attack)
+            instead of refusing.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class RobustnessSweep:
         output_dir: str | Path | None = None,
         name: str = "robustness",
         label: str = "network",
+        overwrite: bool = False,
     ) -> None:
         if check_positive_int("num_classes", num_classes) < 2:
             raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}.")
@@ -93,10 +97,18 @@ class RobustnessSweep:
             key_val_metric={"mean_dice": MeanDice(**metric_args)},
             additional_metrics={"mean_jaccard": MeanIoUHandler(**metric_args)},
         )
-        self.sweep = LevelSweep(evaluator, attack, epsilons, level_name="epsilon")
-        self.attack, self.epsilons, self.num_images = attack, self.sweep.levels, len(dataloader.dataset)
+        epsilons = LevelSweep.check_levels(epsilons, "epsilon")
+        self.attack, self.epsilons, self.num_images = attack, epsilons, len(dataloader.dataset)
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.name, self.label = name, label
+        results_file = None if self.output_dir is None else self.output_dir / f"{name}.json"
+        header = {"label": label, "attacks": self._attacks(), "num_images": self.num_images}
+        self.sweep = LevelSweep(evaluator, attack, epsilons, level_name="epsilon", results_file=results_file,
+                                header=header, overwrite=overwrite)  # fmt: skip
+
+    def _attacks(self) -> list[dict[str, Any]]:
+        """The name and settings of the attack at each budget above 0."""
+        return [_describe(self.attack(eps)) for eps in self.epsilons if eps > 0]
 
     def run(self) -> dict[str, Any]:
         """
@@ -104,26 +116,12 @@ class RobustnessSweep:
 
         Returns:
             ``{"label", "attacks", "num_images", "results": [{"epsilon", "mean_dice", "mean_jaccard", "seconds"}]}``
-            (``attacks``: the name and settings of the attack at each budget above 0),
-            also written to ``output_dir/<name>.json`` with the curve in ``output_dir/<name>.png`` when
-            ``output_dir`` is set.
+            (``attacks``: the name and settings of the attack at each budget above 0); with ``output_dir``, also
+            in ``output_dir/<name>.json`` (with the sweep's settings), and the curve in ``output_dir/<name>.png``.
         """
-        summary = {
-            "label": self.label,
-            "attacks": [_describe(self.attack(eps)) for eps in self.epsilons if eps > 0],
-            "num_images": self.num_images,
-            "results": self.sweep.run(),
-        }
+        summary = {"label": self.label, "attacks": self._attacks(), "num_images": self.num_images}
+        summary["results"] = self.sweep.run()
         if self.output_dir is not None:
-            self.write(summary)
+            plot_robustness_curves([summary], self.output_dir / f"{self.name}.png")
+            logger.info("wrote %s and %s", self.output_dir / f"{self.name}.json", self.output_dir / f"{self.name}.png")
         return summary
-
-    def write(self, summary: dict[str, Any]) -> None:
-        """Write ``summary`` to ``output_dir/<name>.json`` and its curve to ``output_dir/<name>.png``."""
-        if self.output_dir is None:
-            raise ValueError("RobustnessSweep.write needs an output_dir.")
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.output_dir / f"{self.name}.json", "w") as f:
-            json.dump(summary, f, indent=2)
-        plot_robustness_curves([summary], self.output_dir / f"{self.name}.png")
-        logger.info("wrote %s and %s", self.output_dir / f"{self.name}.json", self.output_dir / f"{self.name}.png")

@@ -3,20 +3,27 @@ NLCEN paper) or noise levels (the noise study of the ProtoSeg paper), with any M
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from monai.data import MetaTensor
 from monai.engines import Evaluator
 from torch import nn
 
 from monai_ext.engines.utils import AdversarialPrepareBatch
 from monai_ext.utils.checks import check_non_negative
+from monai_ext.utils.files import json_safe, write_json
 
-__all__ = ["LevelSweep", "UniformNoise", "engine_metrics"]
+__all__ = ["LevelSweep", "UniformNoise", "data_digest", "describe_callable", "engine_metrics", "state_digest"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,22 +63,33 @@ class LevelSweep:
     evaluator's ``prepare_batch`` becomes an :py:class:`~monai_ext.engines.utils.AdversarialPrepareBatch` of
     ``perturbation(level)`` over its own (level 0: its own, the clean evaluation), then is restored.
 
+    With a ``results_file``, the finished levels are written there (atomically) after each level, with the sweep's
+    settings: the perturbation factory and its arguments, the summary, and digests of the network's weights and of the
+    evaluator's data. A rerun with the same settings takes the levels it finds there and computes only the missing
+    ones (so a killed sweep resumes where it stopped, and a longer list of levels extends a finished one); a file of
+    a sweep with other settings is refused, naming the file and the settings that differ, unless ``overwrite``.
+
     Example (bundle config, the noise study of the ProtoSeg bundle)::
 
         "noise_sweep": {
             "_target_": "monai_ext.engines.LevelSweep",
             "evaluator": "@noise_evaluator",
             "perturbation": {"_target_": "monai_ext.engines.UniformNoise", "_mode_": "callable"},
-            "levels": "$[0.0, *@noise_levels]"
+            "levels": "$[0.0, *@noise_levels]",
+            "results_file": "$@interpret_dir + '/noise_levels.json'"
         }
 
     Args:
         evaluator: a MONAI evaluator (``SupervisedEvaluator``) with its metrics and handlers.
         perturbation: a factory ``level -> callable(network, images, labels) -> images`` (an attack class or a
-            ``functools.partial`` of one, :py:class:`UniformNoise`).
+            ``functools.partial`` of one, :py:class:`UniformNoise`). Its results at a level must not depend on the
+            levels run before (seed random perturbations per level, as :py:class:`UniformNoise` does).
         levels: the levels, each ``>= 0``.
         summary: ``evaluator -> dict`` of a level's results; :func:`engine_metrics` by default.
         level_name: the key of the level in the results (``"epsilon"``, ``"level"``).
+        results_file: a JSON file that keeps the finished levels (``None``: nothing is written).
+        header: more fields written at the top of ``results_file`` (a label, the number of images).
+        overwrite: start afresh when ``results_file`` holds a sweep with other settings, instead of refusing.
     """
 
     def __init__(
@@ -81,29 +99,87 @@ class LevelSweep:
         levels: Sequence[float],
         summary: Callable[[Engine], dict[str, Any]] = engine_metrics,
         level_name: str = "level",
+        results_file: str | PathLike | None = None,
+        header: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
     ) -> None:
-        self.levels = [check_non_negative(level_name, v) for v in levels]
-        if not self.levels:
-            raise ValueError(f"{level_name}s must list at least one level.")
+        self.levels = self.check_levels(levels, level_name)
         self.evaluator, self.perturbation, self.summary, self.level_name = evaluator, perturbation, summary, level_name
+        self.results_file = None if results_file is None else Path(results_file)
+        if not isinstance(overwrite, bool):
+            raise TypeError(f"overwrite must be True or False, got {overwrite!r}.")
+        self.header, self.overwrite = dict(header or {}), overwrite
         self._index = 0
         evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._log_progress)
+
+    @staticmethod
+    def check_levels(levels: Sequence[float], level_name: str = "level") -> list[float]:
+        """The levels as floats, each ``>= 0``, at least one."""
+        checked = [check_non_negative(level_name, v) for v in levels]
+        if not checked:
+            raise ValueError(f"{level_name}s must list at least one level.")
+        return checked
 
     def _log_progress(self, engine: Engine) -> None:
         level, num = self.levels[self._index], len(self.levels)
         args = (self.level_name, level, self._index + 1, num, engine.state.iteration, engine.state.epoch_length)
         logger.info("%s %g (%d/%d): batch %d/%d", *args)
 
+    def settings(self) -> dict[str, Any]:
+        """What the results at a level depend on besides the level: the perturbation factory with its arguments, the
+        summary, and digests of the network's weights and of the evaluator's data (its datalist and first item)."""
+        return {
+            "level_name": self.level_name,
+            "perturbation": describe_callable(self.perturbation),
+            "summary": describe_callable(self.summary),
+            "network": state_digest(self.evaluator.network),
+            "data": data_digest(self.evaluator.data_loader.dataset),
+        }
+
+    def _finished(self, settings: dict[str, Any]) -> dict[float, dict[str, Any]]:
+        """The results per level that ``results_file`` holds for ``settings`` (none without a file)."""
+        if self.results_file is None or not self.results_file.is_file():
+            return {}
+        try:
+            stored = json.loads(self.results_file.read_text())
+            stored_settings, results = stored["settings"], stored["results"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{self.results_file} is not a results file of a sweep ({e}): move it away.") from e
+        if stored_settings != settings:
+            differ = sorted(k for k in {*settings, *stored_settings} if settings.get(k) != stored_settings.get(k))
+            if not self.overwrite:
+                raise ValueError(
+                    f"{self.results_file} holds the results of a sweep with other settings ({', '.join(differ)} "
+                    "differ): pass overwrite=True (on a bundle's command line: --overwrite True) to replace them, "
+                    "or write the results elsewhere."
+                )
+            logger.warning("%s holds a sweep with other settings (%s): starting afresh", self.results_file, differ)
+            return {}
+        return {float(r[self.level_name]): r for r in results}
+
+    def _write(self, settings: dict[str, Any], results: list[dict[str, Any]]) -> None:
+        if self.results_file is not None:
+            complete = len(results) == len(self.levels)
+            document = {**self.header, "settings": settings, "complete": complete, "results": results}
+            write_json(self.results_file, document)
+
     def run(self) -> list[dict[str, Any]]:
         """
         Returns:
-            one ``{level_name: level, **summary(evaluator), "seconds": run time}`` per level, in order.
+            one ``{level_name: level, **summary(evaluator), "seconds": run time}`` per level, in order (with a
+            ``results_file``, as strict JSON values: ``None`` for non-finite floats).
         """
         evaluator, clean = self.evaluator, self.evaluator.prepare_batch
+        settings = self.settings() if self.results_file is not None else {}
+        finished = self._finished(settings)
         results = []
         try:
             for index, level in enumerate(self.levels):
                 self._index = index
+                if level in finished:
+                    results.append(finished[level])
+                    logger.info("%s %g: taken from %s", self.level_name, level, self.results_file)
+                    continue
                 if level > 0:
                     evaluator.prepare_batch = AdversarialPrepareBatch(
                         self.perturbation(level), evaluator.network, prepare_batch=clean
@@ -111,12 +187,76 @@ class LevelSweep:
                 start = time.perf_counter()
                 evaluator.run()
                 seconds = round(time.perf_counter() - start, 2)
-                results.append({self.level_name: level, **self.summary(evaluator), "seconds": seconds})
+                result = {self.level_name: level, **self.summary(evaluator), "seconds": seconds}
+                results.append(json_safe(result) if self.results_file is not None else result)
                 evaluator.prepare_batch = clean
-                logger.info("%s %g done in %.1f s%s", self.level_name, level, seconds, _brief(results[-1]))
+                logger.info("%s %g done in %.1f s%s", self.level_name, level, seconds, _brief(result))
+                self._write(settings, results + [finished[v] for v in self.levels[index + 1 :] if v in finished])
         finally:
             evaluator.prepare_batch = clean
+        self._write(settings, results)
         return results
+
+
+def describe_callable(function: Any) -> Any:
+    """A JSON-able description of a callable: its qualified name, and a ``functools.partial``'s arguments."""
+    if isinstance(function, functools.partial):
+        args = [_plain(a) for a in function.args]
+        kwargs = {k: _plain(v) for k, v in function.keywords.items()}
+        return {"callable": describe_callable(function.func), "args": args, "kwargs": kwargs}
+    name = getattr(function, "__qualname__", None) or type(function).__qualname__
+    return f"{getattr(function, '__module__', None) or type(function).__module__}.{name}"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as a JSON value, else a callable's description, else its ``repr`` (without a memory address)."""
+    try:
+        return json_safe(value)
+    except TypeError:
+        if callable(value):
+            return describe_callable(value)
+        text = repr(value)
+        return f"{type(value).__module__}.{type(value).__qualname__}" if " at 0x" in text else text
+
+
+def state_digest(network: nn.Module) -> str:
+    """A digest of a network's state dict (names, dtypes, shapes and values)."""
+    digest = hashlib.sha256()
+    for name, value in network.state_dict().items():
+        digest.update(f"{name}=".encode())
+        _update(digest, value)
+    return digest.hexdigest()[:20]
+
+
+def data_digest(dataset: Any) -> str:
+    """A digest of a dataset: its length, its datalist (``dataset.data``, when it has one) and its first item."""
+    digest = hashlib.sha256(f"{len(dataset)};".encode())
+    data = getattr(dataset, "data", None)
+    if data is not None:
+        digest.update(json.dumps(data, sort_keys=True, default=str).encode())
+    if len(dataset):
+        _update(digest, dataset[0])
+    return digest.hexdigest()[:20]
+
+
+def _update(digest: Any, value: Any) -> None:
+    """Feed tensors, arrays, mappings, sequences and scalars to ``digest``."""
+    if isinstance(value, torch.Tensor):
+        value = value.as_tensor() if isinstance(value, MetaTensor) else value  # the values, not the metadata
+        value = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{value.dtype}:{value.numel()};".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, Mapping):
+        for key in sorted(value, key=str):
+            digest.update(f"{key}=".encode())
+            _update(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _update(digest, item)
+    elif hasattr(value, "tobytes"):  # numpy arrays
+        digest.update(value.tobytes())
+    else:
+        digest.update(repr(value).encode())
 
 
 def _brief(result: dict[str, Any]) -> str:

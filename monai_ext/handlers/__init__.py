@@ -4,6 +4,7 @@ tables, and the adversarial ``prepare_batch`` under its old name."""
 from monai_ext.engines.utils import AdversarialPrepareBatch  # re-export: configs name it here
 from monai_ext.handlers.class_metrics import ClassMetricsSaver
 from monai_ext.handlers.feature_recorder import FeatureRecorderHandler, batch_items, item_name, layer_name, stack_items
+from monai_ext.handlers.metrics_saver import AtomicMetricsSaver
 from monai_ext.handlers.pixel_accuracy import PixelAccuracyHandler
 from monai_ext.handlers.protoseg_metrics import (
     MeanSAScoreHandler,
@@ -19,6 +20,7 @@ __all__ = [
     "BASIC_UNET_LAYERS",
     "INPUT_LAYER",
     "AdversarialPrepareBatch",
+    "AtomicMetricsSaver",
     "ClassMetricsSaver",
     "FeatureRecorder",
     "FeatureRecorderHandler",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -11,6 +10,8 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+
+from monai_ext.utils.files import write_json, write_text
 
 __all__ = ["ClassMetricsSaver", "class_metrics_table"]
 
@@ -102,10 +103,8 @@ class ClassMetricsSaver:
 
     def __call__(self, engine: Engine) -> dict[str, dict[str, float]]:
         table = class_metrics_table(engine.state.metrics, self.metric_names, self.class_names)
-        self.save_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.save_dir / f"{self.filename}.json", "w") as f:
-            json.dump(table, f, indent=2)
+        write_json(self.save_dir / f"{self.filename}.json", table)
         text = _markdown(table)
-        (self.save_dir / f"{self.filename}.md").write_text(text)
+        write_text(self.save_dir / f"{self.filename}.md", text)
         self.logger.info("per-class metrics (%s):\n%s", self.save_dir / f"{self.filename}.json", text)
         return table

@@ -8,7 +8,6 @@ figures are drawn by :py:func:`monai_ext.visualize.plot_protoseg_results` from t
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Sequence
 from os import PathLike
@@ -19,6 +18,7 @@ from ignite.engine import Engine, Events
 
 from monai_ext.handlers.feature_recorder import item_name, layer_name
 from monai_ext.metrics import layer_summary, noise_summary, quality_summary
+from monai_ext.utils.files import atomic_open, write_json
 from monai_ext.visualize import plot_protoseg_results
 
 __all__ = [
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 def _csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
@@ -85,7 +85,7 @@ def write_layer_results(
     """Write a :py:func:`~monai_ext.metrics.layer_summary` (``layers.json``, ``layers.csv``, ``units.csv``) and the
     per-image output Dice and SA scores (``per_image.csv``); log the table."""
     rows, mean_dice = summary["layers"], summary["output_dice"]
-    (output_dir / "layers.json").write_text(json.dumps(summary, indent=1))
+    write_json(output_dir / "layers.json", summary, indent=1)
     table = [
         [r["index"], r["label"], r["name"], "x".join(map(str, r["feature_shape"] or [])), f"{r['mean']:.6f}"]
         + [f"{r['std']:.6f}", r["n"]]
@@ -116,7 +116,7 @@ def write_quality_results(
     rows = [[row[0], *(f"{v:.6f}" for v in row[1:])] for row in zip(*columns.values())]
     _csv(output_dir / filename, list(columns), rows)
     if "mu" in summary:
-        (output_dir / "quality.json").write_text(json.dumps(summary, indent=1))
+        write_json(output_dir / "quality.json", summary, indent=1)
         table = [
             [key, r["coverage"], r["num_images"], f"{r['mean']:.6f}", f"{r['std']:.6f}", f"{r['threshold']:.6g}"]
             for key in ("mu", "vog")
@@ -210,7 +210,7 @@ def write_noise_study(
     result = noise_summary([r["level"] for r in noisy], clean, noisy)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "noise.json").write_text(json.dumps(result, indent=1))
+    write_json(out / "noise.json", result, indent=1)
     rows = [[0.0, f"{result['output_dice']['clean']:.6f}", *(["0"] * len(result["layer_labels"]))]]
     rows += [
         [level, f"{dice:.6f}", *(f"{d:.6f}" for d in diff)]

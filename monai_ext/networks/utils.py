@@ -1,16 +1,18 @@
-"""Utilities over networks: forward hooks that record the feature maps of named modules (as ``monai.networks.utils``
-holds MONAI's helpers over networks)."""
+"""Utilities over networks (as ``monai.networks.utils`` holds MONAI's helpers over networks): forward hooks that record
+the feature maps of named modules, and folding parametrisations (spectral norm) into plain weights for export."""
 
 from __future__ import annotations
 
+import copy
 import difflib
 from collections.abc import Sequence
 from typing import Any, Self
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-__all__ = ["BASIC_UNET_LAYERS", "INPUT_LAYER", "FeatureRecorder"]
+__all__ = ["BASIC_UNET_LAYERS", "INPUT_LAYER", "FeatureRecorder", "fold_parametrizations"]
 
 #: the 18 convolution outputs (conv + norm + activation) of MONAI's ``BasicUNet``, in forward order: the
 #: 18 feature maps of the U-Net of the ProtoSeg paper (Fig. 4), early (1-4), deep abstract (5-14), late (15-18).
@@ -130,3 +132,30 @@ class FeatureRecorder:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+def fold_parametrizations(network: nn.Module) -> nn.Module:
+    """
+    A copy of ``network`` in which every parametrised tensor (``torch.nn.utils.parametrize``; here the spectral norm of
+    ``torch.nn.utils.parametrizations.spectral_norm``) is replaced by a plain parameter holding the value the network
+    uses in eval mode: for spectral norm ``W / sigma`` with the stored power-iteration vectors, computed once without
+    a new iteration. The copy's eval-mode outputs equal the network's; it no longer normalises its weights when
+    trained. ``network`` itself is left as it is.
+
+    TorchScript cannot compile parametrisations: ``torch.jit.script(fold_parametrizations(net))`` scripts a network
+    that uses them, and :py:class:`~monai_ext.networks.nets.SAGANGenerator` and ``SAGANDiscriminator`` hand this copy
+    to ``torch.jit.script`` by themselves (their ``__prepare_scriptable__``; scripting a module that holds one of them
+    puts the folded copy in its place there, as that protocol of torch does).
+    """
+    folded = copy.deepcopy(network)
+    for module in [m for m in folded.modules() if parametrize.is_parametrized(m)]:
+        # a deep copy shares the class that parametrize made for the original module, and removing the last
+        # parametrisation deletes the tensor's property from that class: give the copy a class of its own first
+        cls = type(module)
+        module.__class__ = type(
+            cls.__name__, cls.__bases__, {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+        )
+        module.parametrizations.eval()  # no power iteration while the value is read
+        for name in list(module.parametrizations.keys()):
+            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return folded

@@ -3,11 +3,12 @@
 from monai_ext.transforms.attacks import Attackd
 from monai_ext.transforms.channels import LUMA_WEIGHTS, ImageChannels, ImageChannelsd
 from monai_ext.transforms.checks import CheckFinite, CheckFinited, CheckSpatialShaped
-from monai_ext.transforms.intensity import ScaleIntensityToUnitd
+from monai_ext.transforms.intensity import MINMAX, ScaleIntensityToUnitd
 from monai_ext.transforms.labels import LabelToIndex, LabelToIndexd, normalize_label_values
 
 __all__ = [
     "LUMA_WEIGHTS",
+    "MINMAX",
     "Attackd",
     "CheckFinite",
     "CheckFinited",

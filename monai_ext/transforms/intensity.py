@@ -10,7 +10,11 @@ from monai.transforms import MapTransform, ScaleIntensity, ScaleIntensityRange
 
 from monai_ext.utils.checks import check_interval, source_name
 
-__all__ = ["ScaleIntensityToUnitd"]
+__all__ = ["MINMAX", "ScaleIntensityToUnitd"]
+
+#: the ``intensity_range`` that asks for per-image min-max scaling, as a string so that it survives the
+#: ``monai.bundle run`` command line (python-fire drops an argument whose value is ``None``)
+MINMAX = "minmax"
 
 
 class ScaleIntensityToUnitd(MapTransform):
@@ -20,23 +24,31 @@ class ScaleIntensityToUnitd(MapTransform):
     With ``intensity_range=(low, high)`` the map is ``(x - low) / (high - low)``, the same for every image
     (``(0, 255)`` for 8-bit PNG/JPEG, ``(0, 65535)`` for 16-bit TIFF), so that an attack's epsilon of
     ``k / 255`` is ``k`` intensity levels of an 8-bit image. A value outside the range is an error that
-    names the file, never a silent clip. With ``intensity_range=None`` each image is min-max scaled on its
-    own (for data without a fixed range, such as CT or MR volumes); a constant image becomes all zeros.
+    names the file, never a silent clip. With ``intensity_range="minmax"`` (or ``None`` in a config file) each
+    image is min-max scaled on its own (for data without a fixed range, such as CT or MR volumes); a constant image
+    becomes all zeros. On the ``monai.bundle run`` command line write ``--intensity_range minmax``: python-fire
+    drops ``--intensity_range None`` without a word, which would keep the config's range.
 
     Args:
         keys: keys of the images to scale, each (C, *spatial).
-        intensity_range: ``(low, high)`` with ``low < high``, or None for per-image min-max scaling.
+        intensity_range: ``(low, high)`` with ``low < high``, or ``"minmax"`` / ``None`` for per-image min-max
+            scaling.
         allow_missing_keys: do not raise for keys missing from the data.
     """
 
     def __init__(
         self,
         keys: KeysCollection,
-        intensity_range: Sequence[float] | None = (0.0, 255.0),
+        intensity_range: Sequence[float] | str | None = (0.0, 255.0),
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if intensity_range is None:
+        if isinstance(intensity_range, str) and intensity_range.strip().lower() != MINMAX:
+            raise ValueError(
+                f"intensity_range must be a pair [min, max] or {MINMAX!r} (per-image min-max scaling), "
+                f"got {intensity_range!r}."
+            )
+        if intensity_range is None or isinstance(intensity_range, str):
             self.low = self.high = None
             self.scaler = ScaleIntensity(minv=0.0, maxv=1.0)
         else:
@@ -53,7 +65,7 @@ class ScaleIntensityToUnitd(MapTransform):
                     raise ValueError(
                         f"{source_name(img, d, key)}: intensities span [{lo:g}, {hi:g}], outside intensity_range "
                         f"[{self.low:g}, {self.high:g}]; set intensity_range to the data's range "
-                        "(or null for per-image min-max scaling)."
+                        f'(--intensity_range "[min, max]") or to {MINMAX!r} for per-image min-max scaling.'
                     )
             d[key] = self.scaler(img)
         return d

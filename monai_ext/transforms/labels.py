@@ -11,7 +11,7 @@ from monai.config.type_definitions import DtypeLike, NdarrayOrTensor
 from monai.transforms import MapLabelValue, MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from monai_ext.utils.checks import check_number, source_name
+from monai_ext.utils.checks import check_num_classes, check_number, source_name
 
 __all__ = ["LabelToIndex", "LabelToIndexd", "normalize_label_values"]
 
@@ -68,6 +68,9 @@ class LabelToIndex(Transform):
         label_values: raw value(s) of each class, class ``i`` at position ``i``.
         threshold: raw value from which a pixel is foreground (class 1).
         dtype: output dtype, float32 class indices by default (what MONAI losses and metrics take).
+        num_classes: the number of classes the network predicts, background included; when given it must be at
+            least 2 and equal the classes ``label_values`` define (2 with ``threshold``), else a ``ValueError``
+            names both options before any data is read.
     """
 
     backend: ClassVar[list[str]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -77,6 +80,7 @@ class LabelToIndex(Transform):
         label_values: Sequence[int | float | Sequence[int | float]] | None = None,
         threshold: float | None = None,
         dtype: DtypeLike | torch.dtype = torch.float32,
+        num_classes: int | None = None,
     ) -> None:
         if (label_values is None) == (threshold is None):
             raise ValueError(
@@ -92,6 +96,8 @@ class LabelToIndex(Transform):
             orig = [value for group in self.groups for value in group]
             target = [index for index, group in enumerate(self.groups) for _ in group]
             self.mapper = MapLabelValue(orig, target, dtype=torch.float32)
+        if num_classes is not None:
+            check_num_classes(num_classes, self.groups, threshold)
 
     def _single_channel(self, mask: torch.Tensor, name: str) -> torch.Tensor:
         """Drop alpha and reduce colour channels to one channel (see the class docstring)."""
@@ -151,6 +157,8 @@ class LabelToIndexd(MapTransform):
         label_values: raw value(s) of each class, class ``i`` at position ``i``.
         threshold: raw value from which a pixel is foreground (class 1).
         dtype: output dtype, float32 by default.
+        num_classes: the number of classes the network predicts, checked against the mapping (see
+            :py:class:`LabelToIndex`).
         allow_missing_keys: don't raise an exception if a key is missing.
     """
 
@@ -162,10 +170,13 @@ class LabelToIndexd(MapTransform):
         label_values: Sequence[int | float | Sequence[int | float]] | None = None,
         threshold: float | None = None,
         dtype: DtypeLike | torch.dtype = torch.float32,
+        num_classes: int | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.converter = LabelToIndex(label_values=label_values, threshold=threshold, dtype=dtype)
+        self.converter = LabelToIndex(
+            label_values=label_values, threshold=threshold, dtype=dtype, num_classes=num_classes
+        )
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)

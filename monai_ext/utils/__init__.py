@@ -1,6 +1,7 @@
 """Utilities of ``monai_ext`` that every other package may import (and that import no other ``monai_ext`` package)."""
 
 from .bundle import load_weights, log_summary, mask_cleanup
+from .checkpoint import CHECKPOINT_FILENAME, AtomicFileSaver, RunState, prepare_ckpt_dir
 from .checks import (
     check_callable,
     check_choice,
@@ -12,14 +13,22 @@ from .checks import (
     check_label_shape,
     check_non_negative,
     check_non_negative_int,
+    check_num_classes,
     check_number,
     check_positive,
     check_positive_int,
     check_spatial_dims,
+    check_spatial_divisible,
+    check_spatial_size,
     source_name,
 )
+from .files import atomic_open, json_safe, write_json, write_text
 
 __all__ = [
+    "CHECKPOINT_FILENAME",
+    "AtomicFileSaver",
+    "RunState",
+    "atomic_open",
     "check_callable",
     "check_choice",
     "check_class_indices",
@@ -30,12 +39,19 @@ __all__ = [
     "check_label_shape",
     "check_non_negative",
     "check_non_negative_int",
+    "check_num_classes",
     "check_number",
     "check_positive",
     "check_positive_int",
     "check_spatial_dims",
+    "check_spatial_divisible",
+    "check_spatial_size",
+    "json_safe",
     "load_weights",
     "log_summary",
     "mask_cleanup",
+    "prepare_ckpt_dir",
     "source_name",
+    "write_json",
+    "write_text",
 ]

@@ -23,6 +23,8 @@ import torch
 from monai.networks.utils import copy_model_state
 from monai.transforms import Compose, FillHolesd, KeepLargestConnectedComponentd
 
+from .checks import check_fraction
+
 __all__ = ["load_weights", "log_summary", "mask_cleanup"]
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ def load_weights(
     path: str | PathLike | None,
     device: str | torch.device | None = None,
     strict: bool = True,
+    min_fraction: float = 0.5,
 ) -> torch.nn.Module:
     """
     Load a state dict saved with ``torch.save(network.state_dict(), path)`` into ``network``, in place.
@@ -44,9 +47,14 @@ def load_weights(
         strict: ``True``: every parameter and buffer must match (``load_state_dict(strict=True)``); ``False``: copy
             the entries whose names and shapes match ``network``'s (MONAI's ``copy_model_state``), keep the others
             and log how many were loaded, to start a training run from another run's weights.
+        min_fraction: with ``strict=False``, the least fraction of ``network``'s entries (parameters and buffers) the
+            file must match by name and shape; fewer is an error (a checkpoint of another network).
 
     Returns:
         ``network``.
+
+    Raises:
+        ValueError: with ``strict=False``, the file matches fewer than ``min_fraction`` of the entries.
     """
     if path is None or not str(path).strip():
         return network
@@ -56,6 +64,12 @@ def load_weights(
     else:
         own = network.state_dict()
         matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if len(matching) < check_fraction("min_fraction", min_fraction) * len(own):
+            raise ValueError(
+                f"{path} matches {len(matching)} of the {len(own)} variables of {type(network).__name__} by name and "
+                f"shape ({len(state)} in the file), fewer than min_fraction {min_fraction:g}: is it a checkpoint of "
+                "this network (same backbone, channels and classes)? Lower min_fraction (--init_min_fraction) to load it."
+            )
         copy_model_state(network, matching, inplace=True)
         logger.info("Loaded %d of the %d entries of %s from %s.", len(matching), len(own), type(network).__name__, path)
     return network

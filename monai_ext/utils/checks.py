@@ -4,13 +4,14 @@ Argument checks shared by the attacks, networks, metrics, handlers, transforms a
 - Values (call them once, in ``__init__``): :py:func:`check_number` and its shorthands :py:func:`check_positive`,
   :py:func:`check_non_negative`, :py:func:`check_fraction`; :py:func:`check_positive_int`,
   :py:func:`check_non_negative_int`; :py:func:`check_choice`, :py:func:`check_spatial_dims`,
-  :py:func:`check_interval`, :py:func:`check_callable`. Each takes the argument's name and value, returns the value
+  :py:func:`check_interval`, :py:func:`check_spatial_size`, :py:func:`check_num_classes`,
+  :py:func:`check_callable`. Each takes the argument's name and value, returns the value
   in a normal form (a ``float``, an ``int``, a lower case string, a pair of floats) and raises a ``ValueError`` whose
   message names the argument and the value at fault. A bool is refused wherever a number is expected (``True`` is
   not the integer ``1`` here), and so are NaN and inf.
 - Tensors at the door of an attack, a metric or a network: :py:func:`check_image_batch`,
-  :py:func:`check_label_shape`, :py:func:`check_class_indices`, :py:func:`check_input_shape` (``ValueError``, or
-  ``TypeError`` when no tensor is given).
+  :py:func:`check_label_shape`, :py:func:`check_class_indices`, :py:func:`check_input_shape`, :py:func:`check_spatial_divisible`
+  (``ValueError``, or ``TypeError`` when no tensor is given); the last two compile in TorchScript, for ``forward``.
 - :py:func:`source_name`: the file an image came from, for error messages.
 
 This module imports no other ``monai_ext`` package, so that every package may import it.
@@ -38,10 +39,13 @@ __all__ = [
     "check_label_shape",
     "check_non_negative",
     "check_non_negative_int",
+    "check_num_classes",
     "check_number",
     "check_positive",
     "check_positive_int",
     "check_spatial_dims",
+    "check_spatial_divisible",
+    "check_spatial_size",
     "source_name",
 ]
 
@@ -188,6 +192,76 @@ def check_spatial_dims(spatial_dims: Any, allowed: Sequence[int] = (1, 2, 3)) ->
     return int(spatial_dims)
 
 
+def check_num_classes(
+    num_classes: int, label_groups: Sequence[Sequence[float]] | None = None, threshold: float | None = None
+) -> int:
+    """
+    Check that ``num_classes`` (the network's output channels, background included) is at least 2 and matches the
+    classes of a label mapping: ``len(label_groups)`` (class ``i`` <- the raw values ``label_groups[i]``, as
+    ``monai_ext.transforms.normalize_label_values`` gives them), or 2 with a threshold.
+    The error names the bundle options (``--num_classes``, ``--label_values``, ``--label_threshold``).
+
+    Returns:
+        ``num_classes`` as an ``int``.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, float)) or num_classes != int(num_classes):
+        raise ValueError(f"num_classes must be a whole number >= 2 (background included), got {num_classes!r}.")
+    num_classes = int(num_classes)
+    if num_classes < 2:
+        raise ValueError(
+            f"num_classes must be >= 2 (background and at least one class, as softmax and argmax need), got "
+            f"{num_classes}: a binary task is --num_classes 2."
+        )
+    if threshold is not None and num_classes != 2:
+        raise ValueError(
+            f"num_classes={num_classes} does not match label_threshold={threshold:g}, which makes binary masks "
+            "(2 classes): set --num_classes 2, or map raw values to classes with --label_values."
+        )
+    if label_groups is not None and len(label_groups) != num_classes:
+        listed = ", ".join("[" + ", ".join(f"{float(v):g}" for v in group) + "]" for group in label_groups)
+        raise ValueError(
+            f"num_classes={num_classes} does not match label_values, which define {len(label_groups)} classes "
+            f"({listed}): set --num_classes {len(label_groups)}, or give one "
+            "raw value (or list of raw values) per class in --label_values."
+        )
+    return num_classes
+
+
+def check_spatial_size(name: str, value: Any, spatial_dims: int | None = None) -> list[int] | int:
+    """
+    Check a size to resize to: one whole number ``>= 1`` per spatial axis (``[224, 224]``, with ``spatial_dims``
+    axes when given), or one for every axis (``224``). MONAI's ``Resize`` reads a size ``<= 0`` as "keep this axis",
+    so ``[0, 0]`` would silently mean no resizing at all: here it is an error naming the option.
+
+    In a config: ``"spatial_size": "$monai_ext.utils.check_spatial_size('spatial_size', @spatial_size)"``.
+
+    Returns:
+        ``value`` as a list of ``int`` (an ``int`` for a single number).
+    """
+
+    def whole(v: Any) -> bool:
+        number = v if isinstance(v, numbers.Real) and not isinstance(v, bool) else float("nan")
+        return math.isfinite(number) and number == int(number) and number >= 1
+
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        values = [value]
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) > 0:
+        values = list(value)
+    else:
+        values = []
+    if not values or (spatial_dims is not None and len(values) not in (1, spatial_dims)):
+        axes = f"{spatial_dims} " if spatial_dims is not None else ""
+        raise ValueError(
+            f"{name} must be a list of {axes}sizes, one per spatial axis (such as [224, 224]), got {value!r}."
+        )
+    if not all(whole(v) for v in values):
+        raise ValueError(
+            f"{name} must hold whole numbers >= 1 (the size to resize to, one per spatial axis), got {value!r}; "
+            "a size <= 0 would silently keep the image's own size."
+        )
+    return int(values[0]) if not isinstance(value, Sequence) else [int(v) for v in values]
+
+
 def check_interval(name: str, value: Any) -> tuple[float, float]:
     """
     Check a pair ``(low, high)`` of finite real numbers with ``low < high`` (a data range, an intensity range).
@@ -316,15 +390,39 @@ def check_class_indices(labels: torch.Tensor, num_classes: int, name: str = "lab
         )
 
 
+def _shape_str(x: torch.Tensor) -> str:
+    """``x``'s shape written as a tuple, ``(2, 1, 64, 64)`` (TorchScript compiles it, unlike ``tuple(x.shape)``)."""
+    sizes = [str(s) for s in x.shape]
+    return "(" + ", ".join(sizes) + ("," if len(sizes) == 1 else "") + ")"
+
+
 def check_input_shape(x: torch.Tensor, spatial_dims: int, in_channels: int, name: str = "input") -> None:
     """
     Check the input of a network or block: ``(B, in_channels, *spatial)`` with ``spatial_dims`` spatial axes.
+    TorchScript compiles it, so a network's ``forward`` may call it and still be scripted.
 
     Raises:
         ValueError: naming the expected and the given shape.
     """
-    if x.ndim != spatial_dims + 2 or x.shape[1] != in_channels:
+    if x.dim() != spatial_dims + 2 or x.shape[1] != in_channels:
         raise ValueError(
             f"{name} must have shape (B, in_channels={in_channels}, *spatial) with spatial_dims={spatial_dims} "
-            f"spatial axes, got shape {tuple(x.shape)}."
+            f"spatial axes, got shape {_shape_str(x)}."
         )
+
+
+def check_spatial_divisible(x: torch.Tensor, divisor: int, reason: str, name: str = "input") -> None:
+    """
+    Check that every spatial size of ``x`` (``(B, C, *spatial)``) is a multiple of ``divisor``, the input constraint
+    of a network that halves its maps ``log2(divisor)`` times; ``reason`` says why, in the error. TorchScript compiles
+    it, so a network's ``forward`` may call it and still be scripted.
+
+    Raises:
+        ValueError: naming the divisor, the reason and the given shape.
+    """
+    for size in x.shape[2:]:
+        if size % divisor != 0:
+            raise ValueError(
+                f"every spatial size of {name} must be divisible by {divisor} ({reason}), got {name} shape "
+                f"{_shape_str(x)}; resize or pad it."
+            )

@@ -8,6 +8,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from monai_ext.utils.files import atomic_open
+
 __all__ = ["plot_robustness_curves", "plot_robustness_panels"]
 
 
@@ -87,5 +89,6 @@ def _plot_panels(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format=path.suffix[1:] or "png", dpi=120)
     return path

@@ -12,6 +12,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from monai_ext.utils.files import atomic_open
+
 __all__ = [
     "plot_layer_scores",
     "plot_noise_study",
@@ -22,11 +24,21 @@ __all__ = [
 ]
 
 
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    """Numbers read from a results JSON file as floats (``null``, a non-finite value, as NaN)."""
+    return np.array(values, dtype=float)
+
+
+def _float(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format=path.suffix[1:] or "png", dpi=120)
     return path
 
 
@@ -246,13 +258,13 @@ def plot_protoseg_results(
     written = []
     if (out / "layers.json").is_file():
         summary = json.loads((out / "layers.json").read_text())
-        rows, dice = summary["layers"], summary["output_dice"]["mean"]
+        rows, dice = summary["layers"], _float(summary["output_dice"]["mean"])
         written.append(
             plot_layer_scores(
-                {"SA score": [row["mean"] for row in rows]},
+                {"SA score": _floats([row["mean"] for row in rows])},
                 [row["label"] for row in rows],
                 out / "layers.png",
-                stds={"SA score": [row["std"] for row in rows]},
+                stds={"SA score": _floats([row["std"] for row in rows])},
                 references={"SA score": dice},
                 title=f"{title}: SA score per layer ({summary['num_images']} images)",
             )
@@ -260,7 +272,8 @@ def plot_protoseg_results(
         if "units" in summary:
             units = summary["units"]
             name = f"{title}: units of layer {units['index']} ({units['layer']})"
-            written.append(plot_unit_scores(units["mean_per_unit"], out / "units.png", reference=dice, title=name))
+            scores = _floats(units["mean_per_unit"])
+            written.append(plot_unit_scores(scores, out / "units.png", reference=dice, title=name))
     quality = _read_columns(out / quality_filename) if (out / quality_filename).is_file() else {}
     if "dice" in quality:
         dice = [float(v) for v in quality["dice"]]
@@ -273,7 +286,7 @@ def plot_protoseg_results(
     if (out / "noise.json").is_file():
         noise = json.loads((out / "noise.json").read_text())
         if noise["levels"]:
-            labels, diff = noise["layer_labels"], noise["difference"]
+            labels, diff = noise["layer_labels"], _floats(noise["difference"])
             path, name = out / "noise.png", f"{title}: SA under input noise"
             written.append(plot_noise_study(noise["levels"], labels, diff, path, title=name))
     return written

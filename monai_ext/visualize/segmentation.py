@@ -11,6 +11,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from monai_ext.utils.files import atomic_open
+
 __all__ = ["plot_segmentations"]
 
 
@@ -89,5 +91,6 @@ def plot_segmentations(
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format=path.suffix[1:] or "png", dpi=110)
     return path

@@ -25,7 +25,9 @@ def spatial_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     Returns:
         ``(B, C', *spatial)``, the attention-weighted values at each position.
     """
-    b, c, spatial = value.shape[0], value.shape[1], value.shape[2:]
-    q, k, v = (t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous() for t in (query, key, value))
+    shape = list(value.shape)  # (B, C', *spatial) as a list of ints, which TorchScript can reshape to
+    q = query.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
+    k = key.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
+    v = value.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
     out = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, 1, N, C')
-    return out.squeeze(1).transpose(1, 2).reshape(b, c, *spatial)
+    return out.squeeze(1).transpose(1, 2).reshape(shape)

@@ -261,4 +261,4 @@ class NLCE(nn.Module):
         if self.context is None or self.fc is None:
             return f_z
         gamma = torch.sigmoid(self.fc(self.context(f_z)))  # (B, C)
-        return f_z * gamma.view(*gamma.shape, *([1] * self.spatial_dims))
+        return f_z * gamma.view(list(gamma.shape) + [1] * self.spatial_dims)

@@ -19,7 +19,13 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from monai_ext.networks.blocks.attention import spatial_attention
-from monai_ext.utils.checks import check_choice, check_input_shape, check_positive_int, check_spatial_dims
+from monai_ext.utils.checks import (
+    check_choice,
+    check_input_shape,
+    check_positive_int,
+    check_spatial_dims,
+    check_spatial_divisible,
+)
 
 __all__ = ["RESAMPLE_MODES", "SNResidualBlock", "SelfAttention", "sn_conv"]
 
@@ -200,8 +206,8 @@ class SNResidualBlock(nn.Module):
             ``(B, out_channels, *spatial')``.
         """
         check_input_shape(x, self.spatial_dims, self.in_channels)
-        if self.resample == "down" and any(s % 2 for s in x.shape[2:]):
-            raise ValueError(f"resample='down' needs even spatial sizes, got input shape {tuple(x.shape)}.")
+        if self.resample == "down":
+            check_spatial_divisible(x, 2, "resample='down' needs even sizes")
         h = self.down(self.conv2(self.mid(self.conv1(self.up(self.pre(x))))))
         if self.preactivation:
             skip = self.down(self.shortcut(self.up(x)))

@@ -14,9 +14,6 @@ Segmentation against Adversarial Attacks", AAAI 2019, https://arxiv.org/abs/1904
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import FeaturePyramidNetwork
@@ -195,13 +192,11 @@ class NLCEN(nn.Module):
             four tensors ``(B, feature_channels[i], *spatial / 2**(i + 2))`` (sizes rounded up).
         """
         bb = self.backbone
-        x = bb.act(bb.bn1(bb.conv1(x)))
-        x = bb.maxpool(x)
-        features = []
-        for layer in (bb.layer1, bb.layer2, bb.layer3, bb.layer4):
-            x = layer(x)
-            features.append(x)
-        return features
+        x = bb.maxpool(bb.act(bb.bn1(bb.conv1(x))))
+        c2 = bb.layer1(x)
+        c3 = bb.layer2(c2)
+        c4 = bb.layer3(c3)
+        return [c2, c3, c4, bb.layer4(c4)]
 
     def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
         """
@@ -214,13 +209,15 @@ class NLCEN(nn.Module):
             ``[P2, P3, P4, P5]``, each ``(B, fpn_channels, *spatial / 2**(i + 2))``.
         """
         features = self.extract_features(x)
-        enhanced = OrderedDict((f"e{i + 2}", m(f)) for i, (m, f) in enumerate(zip(self.nlce, features)))
+        enhanced: dict[str, torch.Tensor] = {}
+        for i, nlce in enumerate(self.nlce):
+            enhanced[f"e{i + 2}"] = nlce(features[i])
         return list(self.fpn(enhanced).values())
 
-    def _resize(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        if tuple(x.shape[2:]) == tuple(size):
+    def _resize(self, x: torch.Tensor, size: list[int]) -> torch.Tensor:
+        if list(x.shape[2:]) == size:
             return x
-        return F.interpolate(x, size=tuple(size), mode=self.interp_mode, align_corners=False)
+        return F.interpolate(x, size=size, mode=self.interp_mode, align_corners=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """
@@ -231,14 +228,16 @@ class NLCEN(nn.Module):
             in eval mode (or with ``deep_supervision=False``) the refined logits ``(B, out_channels, *spatial)``;
             in train mode ``[refined, coarse2, coarse3, coarse4, coarse5]``, each ``(B, out_channels, *spatial)``.
         """
-        size = x.shape[2:]
+        size = list(x.shape[2:])
         p = self.pyramid(x)
 
-        p2_size = p[0].shape[2:]
-        fused = torch.cat([self._resize(blocks(pi), p2_size) for blocks, pi in zip(self.refine_blocks, p)], dim=1)
+        p2_size = list(p[0].shape[2:])
+        fused = torch.cat([self._resize(blocks(p[i]), p2_size) for i, blocks in enumerate(self.refine_blocks)], dim=1)
         refined = self._resize(self.refine_head(fused), size)
         if not (self.training and self.deep_supervision):
             return refined
 
-        coarse = [self._resize(head(pi), size) for head, pi in zip(self.coarse_heads, p)]
-        return [refined, *coarse]
+        outputs = [refined]
+        for i, head in enumerate(self.coarse_heads):
+            outputs.append(self._resize(head(p[i]), size))
+        return outputs

@@ -24,7 +24,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from monai_ext.networks.blocks.sagan import SelfAttention, SNResidualBlock, sn_conv
-from monai_ext.utils.checks import check_input_shape, check_positive_int, check_spatial_dims
+from monai_ext.networks.utils import fold_parametrizations
+from monai_ext.utils.checks import check_input_shape, check_positive_int, check_spatial_dims, check_spatial_divisible
 
 __all__ = ["SAGANDiscriminator", "SAGANGenerator"]
 
@@ -99,6 +100,8 @@ class SAGANGenerator(nn.Module):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self._divisor = 2 ** (len(self.channels) - 1)
+        self._divisor_reason = f"2 ** (len(channels) - 1) with channels {list(self.channels)}"
         ch = self.channels
         common = {"norm": norm, "act": act, "spectral_norm": spectral_norm}
 
@@ -128,7 +131,11 @@ class SAGANGenerator(nn.Module):
     @property
     def divisor(self) -> int:
         """Every spatial size of the input must be a multiple of this."""
-        return 2 ** (len(self.channels) - 1)
+        return self._divisor
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script(net)`` compiles a copy with its spectral norms folded (eval-mode outputs unchanged)."""
+        return fold_parametrizations(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
@@ -139,19 +146,18 @@ class SAGANGenerator(nn.Module):
             logits ``(B, out_channels, *spatial)``.
         """
         check_input_shape(x, self.spatial_dims, self.in_channels)
-        if any(s % self.divisor for s in x.shape[2:]):
-            raise ValueError(
-                f"every spatial size must be divisible by {self.divisor} (2 ** (len(channels) - 1) with channels "
-                f"{list(self.channels)}), got input shape {tuple(x.shape)}; resize or pad the input."
-            )
-        skips = []
+        check_spatial_divisible(x, self._divisor, self._divisor_reason)
+        skips: list[torch.Tensor] = []
         h = x
         for level, (block, attn) in enumerate(zip(self.encoder, self.encoder_attention)):
             h = attn(block(self.down(h) if level > 0 else h))
             skips.append(h)
-        for level in reversed(range(len(self.channels) - 1)):
-            h = torch.cat([self.up(h), skips[level]], dim=1)
-            h = self.decoder_attention[level](self.decoder[level](h))
+        # the decoder runs from the deepest level up; TorchScript walks a ModuleList only forwards (with a constant
+        # index), so each step picks its level's modules from a forward walk
+        for level in range(len(self.decoder) - 1, -1, -1):
+            for i, (decoder, attention) in enumerate(zip(self.decoder, self.decoder_attention)):
+                if i == level:
+                    h = attention(decoder(torch.cat([self.up(h), skips[i]], dim=1)))
         return self.head(h)
 
 
@@ -207,6 +213,9 @@ class SAGANDiscriminator(nn.Module):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.num_classes = num_classes
+        self._divisor = 2 ** (len(self.channels) - 1)
+        self._divisor_reason = f"2 ** (len(channels) - 1) with channels {list(self.channels)}"
+        self._spatial_axes = list(range(2, spatial_dims + 2))
         ch = self.channels
         last = len(ch) - 1
 
@@ -234,7 +243,11 @@ class SAGANDiscriminator(nn.Module):
     @property
     def divisor(self) -> int:
         """Every spatial size of the inputs must be a multiple of this."""
-        return 2 ** (len(self.channels) - 1)
+        return self._divisor
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script(net)`` compiles a copy with its spectral norms folded (eval-mode outputs unchanged)."""
+        return fold_parametrizations(self)
 
     def forward(self, image: torch.Tensor, segmentation: torch.Tensor) -> torch.Tensor:
         """
@@ -245,19 +258,15 @@ class SAGANDiscriminator(nn.Module):
         Returns:
             realness scores ``(B, 1)``.
         """
-        nd = self.spatial_dims
-        check_input_shape(image, nd, self.in_channels, name="image")
-        if segmentation.shape != (image.shape[0], self.num_classes, *image.shape[2:]):
+        check_input_shape(image, self.spatial_dims, self.in_channels, name="image")
+        expected = [image.shape[0], self.num_classes] + list(image.shape[2:])
+        if list(segmentation.shape) != expected:
             raise ValueError(
                 f"segmentation must have shape (B, num_classes={self.num_classes}, *spatial) matching the image "
-                f"{tuple(image.shape)}, got shape {tuple(segmentation.shape)}."
+                f"{list(image.shape)}, got shape {list(segmentation.shape)}."
             )
-        if any(s % self.divisor for s in image.shape[2:]):
-            raise ValueError(
-                f"every spatial size must be divisible by {self.divisor} (2 ** (len(channels) - 1) with channels "
-                f"{list(self.channels)}), got image shape {tuple(image.shape)}."
-            )
+        check_spatial_divisible(image, self._divisor, self._divisor_reason, name="image")
         h = torch.cat([image, segmentation.to(image.dtype)], dim=1)
         for block, attn in zip(self.blocks, self.attention):
             h = attn(block(h))
-        return self.linear(self.act(h).sum(dim=tuple(range(2, nd + 2))))
+        return self.linear(self.act(h).sum(dim=self._spatial_axes))
