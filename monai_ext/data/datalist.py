@@ -18,6 +18,7 @@ from typing import Any
 from monai.data import load_decathlon_datalist
 
 from monai_ext.utils.checks import check_fraction
+from monai_ext.utils.distributed import rank_zero_call
 
 __all__ = [
     "DATALIST_FILENAME",
@@ -343,7 +344,8 @@ def resolve_dataset_dir(
     The dataset folder a bundle reads: ``dataset_dir`` when one is given (after checking that it
     exists and holds a ``dataset.json``, an ``images/`` folder or image files), ``None`` when one ``image``
     file is given instead (inference), or else a synthetic dataset generated (or reused) at ``synthetic_dir``
-    by :func:`monai_ext.data.make_synthetic_dataset`, which is logged.
+    by :func:`monai_ext.data.make_synthetic_dataset`, which is logged. Under DDP, rank 0 generates it while the
+    other ranks wait.
 
     In a bundle config: ``"$monai_ext.data.resolve_dataset_dir(@dataset_dir, @bundle_root + '/synthetic_data')"``.
 
@@ -369,7 +371,7 @@ def resolve_dataset_dir(
         return str(path)
     from monai_ext.data.synthetic import make_synthetic_dataset
 
-    root = make_synthetic_dataset(synthetic_dir, **synthetic_kwargs)
+    root = rank_zero_call(make_synthetic_dataset, synthetic_dir, **synthetic_kwargs)  # DDP: rank 0 writes it
     with open(Path(root) / DATALIST_FILENAME) as f:
         content = json.load(f)
     counts = {k: len(content.get(k, [])) for k in SPLITS}

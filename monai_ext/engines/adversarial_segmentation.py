@@ -25,6 +25,7 @@ from monai.transforms import Transform
 from monai.utils import AdversarialIterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
@@ -282,8 +283,10 @@ class AdversarialSegmentationTrainer(Trainer):
             seg_loss = engine.loss_function(logits, targets).mean()
             loss = seg_loss
             if use_discriminator:
-                with _frozen(engine.discriminator):  # D's parameters get no gradient from G's loss
-                    adv_loss = engine.g_adversarial_loss_function(engine.discriminator(inputs, fake).float())
+                # D's parameters get no gradient from G's loss; under DDP its frozen pass skips the wrapper's sync
+                frozen_disc = getattr(disc, "module", disc) if isinstance(disc, DistributedDataParallel) else disc
+                with _frozen(frozen_disc):
+                    adv_loss = engine.g_adversarial_loss_function(frozen_disc(inputs, fake).float())
                 loss = seg_loss + engine.adversarial_weight * adv_loss
                 terms["adv_loss"] = adv_loss.detach()
         engine.fire_event(IterationEvents.LOSS_COMPLETED)

@@ -60,6 +60,14 @@ class LabelToIndex(Transform):
     ``threshold`` gives the binary mask ``mask >= threshold``: use it for masks stored with lossy
     compression (JPEG), whose values ring around the nominal ones (for example 128 for 0/255 masks).
 
+    ``accept_class_indices`` also takes masks that already hold class indices, as MONAI Label saves them (its
+    datastore's labels are the ``0 .. C-1`` masks its inference writes and its clients edit): a mask is taken as
+    already indexed only when every value is a class index and at least one value is not a raw value of the mapping.
+    A mask whose values are all both (only ``0``, say) must map to the same classes either way, else it is refused.
+    Any other value is refused as before, so a wrong mask still never trains silently. With ``threshold`` it has no
+    effect: a threshold says the masks hold intensities, so 0/1 masks under ``threshold=128`` stay empty and the
+    check before training (:py:func:`monai_ext.data.check_label_content`) stops the run, naming the setting.
+
     Multi-channel masks: an alpha channel is dropped (4 -> 3, 2 -> 1). With ``label_values`` the colour
     channels of an RGB mask must be equal (a grey mask saved as RGB), otherwise a ``ValueError`` names
     the file; with ``threshold`` their mean is thresholded.
@@ -71,6 +79,7 @@ class LabelToIndex(Transform):
         num_classes: the number of classes the network predicts, background included; when given it must be at
             least 2 and equal the classes ``label_values`` define (2 with ``threshold``), else a ``ValueError``
             names both options before any data is read.
+        accept_class_indices: also take masks that already hold class indices ``0 .. C-1`` (see above).
     """
 
     backend: ClassVar[list[str]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -81,6 +90,7 @@ class LabelToIndex(Transform):
         threshold: float | None = None,
         dtype: DtypeLike | torch.dtype = torch.float32,
         num_classes: int | None = None,
+        accept_class_indices: bool = False,
     ) -> None:
         if (label_values is None) == (threshold is None):
             raise ValueError(
@@ -91,6 +101,7 @@ class LabelToIndex(Transform):
         self.label_values = label_values
         self.threshold = threshold
         self.dtype = dtype
+        self.accept_class_indices = accept_class_indices
         self.groups = normalize_label_values(label_values) if label_values is not None else None
         if self.groups is not None:
             orig = [value for group in self.groups for value in group]
@@ -121,6 +132,23 @@ class LabelToIndex(Transform):
             )
         return mask[:1]
 
+    def _is_class_index_mask(self, mask: torch.Tensor, name: str) -> bool:
+        """Whether a 1-channel mask already holds class indices (see ``accept_class_indices``); ambiguity raises."""
+        if self.groups is None:  # a threshold reads intensities, never indices
+            return False
+        found = torch.unique(mask).tolist()
+        if any(value not in range(len(self.groups)) for value in found):
+            return False
+        raw = {value: index for index, group in enumerate(self.groups) for value in group}
+        if any(value not in raw for value in found):
+            return True
+        if any(raw[value] != value for value in found):
+            raise ValueError(
+                f"Mask {name} holds only the values {found}, which are both class indices and raw values of "
+                f"label_values {self.label_values} that map to other classes: it cannot be read either way."
+            )
+        return False  # raw values that map to themselves: the same classes either way
+
     def __call__(self, mask: NdarrayOrTensor, name: str | None = None) -> NdarrayOrTensor:
         """
         Args:
@@ -129,6 +157,9 @@ class LabelToIndex(Transform):
         """
         name = name or source_name(mask)
         mask_t = self._single_channel(convert_to_tensor(mask, track_meta=False), name)
+        if self.accept_class_indices and self._is_class_index_mask(mask_t, name):
+            out, *_ = convert_to_dst_type(mask_t, dst=mask, dtype=self.dtype)
+            return out
         if self.threshold is not None:
             out = mask_t >= self.threshold
         else:
@@ -159,6 +190,7 @@ class LabelToIndexd(MapTransform):
         dtype: output dtype, float32 by default.
         num_classes: the number of classes the network predicts, checked against the mapping (see
             :py:class:`LabelToIndex`).
+        accept_class_indices: also take masks that already hold class indices (see :py:class:`LabelToIndex`).
         allow_missing_keys: don't raise an exception if a key is missing.
     """
 
@@ -171,11 +203,16 @@ class LabelToIndexd(MapTransform):
         threshold: float | None = None,
         dtype: DtypeLike | torch.dtype = torch.float32,
         num_classes: int | None = None,
+        accept_class_indices: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.converter = LabelToIndex(
-            label_values=label_values, threshold=threshold, dtype=dtype, num_classes=num_classes
+            label_values=label_values,
+            threshold=threshold,
+            dtype=dtype,
+            num_classes=num_classes,
+            accept_class_indices=accept_class_indices,
         )
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:

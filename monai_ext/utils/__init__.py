@@ -22,6 +22,16 @@ from .checks import (
     check_spatial_size,
     source_name,
 )
+from .distributed import (
+    destroy_distributed,
+    device_ids,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    local_device,
+    main_process_handlers,
+    rank_zero_call,
+)
 from .files import atomic_open, json_safe, write_json, write_text
 
 __all__ = [
@@ -46,11 +56,19 @@ __all__ = [
     "check_spatial_dims",
     "check_spatial_divisible",
     "check_spatial_size",
+    "destroy_distributed",
+    "device_ids",
+    "get_rank",
+    "get_world_size",
+    "init_distributed",
     "json_safe",
     "load_weights",
+    "local_device",
     "log_summary",
+    "main_process_handlers",
     "mask_cleanup",
     "prepare_ckpt_dir",
+    "rank_zero_call",
     "source_name",
     "write_json",
     "write_text",

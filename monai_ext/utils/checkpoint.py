@@ -34,6 +34,7 @@ from ignite.engine import Engine
 from ignite.handlers.checkpoint import BaseSaveHandler, Checkpoint
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
+from .distributed import get_rank, rank_zero_call
 from .files import atomic_open
 
 __all__ = ["CHECKPOINT_FILENAME", "AtomicFileSaver", "RunState", "prepare_ckpt_dir"]
@@ -77,7 +78,20 @@ def prepare_ckpt_dir(
     Raises:
         ValueError: both ``resume`` and ``overwrite``; ``resume`` without a checkpoint; checkpoints of an earlier
             run, neither resumed nor overwritten.
+
+    Under DDP, rank 0 prepares the folder and every rank returns its answer or raises its error (one decision).
     """
+    return rank_zero_call(_prepare_ckpt_dir, ckpt_dir, resume, overwrite, handlers, patterns, checkpoint)
+
+
+def _prepare_ckpt_dir(
+    ckpt_dir: str | PathLike,
+    resume: bool,
+    overwrite: bool,
+    handlers: Sequence[Any],
+    patterns: Sequence[str],
+    checkpoint: str,
+) -> Path | None:
     folder = Path(ckpt_dir)
     if not isinstance(resume, bool) or not isinstance(overwrite, bool):
         raise TypeError(f"resume and overwrite must be True or False, got {resume!r} and {overwrite!r}.")
@@ -118,7 +132,7 @@ class AtomicFileSaver(BaseSaveHandler):
     """
     A save handler of ignite's ``Checkpoint`` that writes every checkpoint to one file, atomically (``torch.save`` to a
     temporary file in the same folder, then ``os.replace``): the file always holds the last complete checkpoint, even
-    when a run is killed while saving. (MONAI's ``CheckpointSaver`` writes in place and removes the previous file
+    when a run is killed while saving. Under DDP only rank 0 writes (as ignite's ``DiskSaver``). (MONAI's ``CheckpointSaver`` writes in place and removes the previous file
     first, which can leave no checkpoint, or a truncated one, to resume from.)
 
     Args:
@@ -129,6 +143,8 @@ class AtomicFileSaver(BaseSaveHandler):
         self.path = Path(path)
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if get_rank() != 0:
+            return
         with atomic_open(self.path, "wb") as f:
             torch.save(checkpoint, f)
 

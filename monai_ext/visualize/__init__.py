@@ -1,7 +1,7 @@
 """Plots of ``monai_ext`` results, saved as PNG files with matplotlib's object-oriented API (no pyplot, no backend
 switch: importing ``monai_ext`` leaves the caller's matplotlib backend alone)."""
 
-from monai_ext.visualize.curves import plot_robustness_curves, plot_robustness_panels
+from monai_ext.visualize.curves import plot_robustness_curves, plot_robustness_panels, plot_training_curves
 from monai_ext.visualize.protoseg import (
     plot_layer_scores,
     plot_noise_study,
@@ -21,5 +21,6 @@ __all__ = [
     "plot_sams",
     "plot_score_correlation",
     "plot_segmentations",
+    "plot_training_curves",
     "plot_unit_scores",
 ]

@@ -1,4 +1,5 @@
-"""Robustness curves: Dice and Jaccard against the attack budget, one line per network."""
+"""Curves: robustness (Dice and Jaccard against the attack budget, one line per network) and training curves (scalars
+against the step, one panel per tag)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from matplotlib.figure import Figure
 
 from monai_ext.utils.files import atomic_open
 
-__all__ = ["plot_robustness_curves", "plot_robustness_panels"]
+__all__ = ["plot_robustness_curves", "plot_robustness_panels", "plot_training_curves"]
 
 
 def plot_robustness_curves(
@@ -91,4 +92,43 @@ def _plot_panels(
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format=path.suffix[1:] or "png", dpi=120)
+    return path
+
+
+def plot_training_curves(
+    scalars: Mapping[str, Sequence[tuple[float, float]]], path: str | Path, title: str | None = None, columns: int = 3
+) -> Path:
+    """
+    Plot scalar series (TensorBoard tags: losses, validation metrics) against their step, one panel per tag, and save
+    a PNG.
+
+    Args:
+        scalars: tag -> ``(step, value)`` pairs.
+        path: the PNG file to write (folders are created).
+        title: the figure's title.
+        columns: panels per row.
+
+    Returns:
+        the path written.
+    """
+    if not scalars:
+        raise ValueError("plot_training_curves needs at least one scalar series.")
+    n_cols = max(1, min(columns, len(scalars)))
+    n_rows = -(-len(scalars) // n_cols)
+    fig = Figure(figsize=(4.2 * n_cols, 3.0 * n_rows + (0.4 if title else 0.0)))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    for ax, (tag, points) in zip(axes, scalars.items()):
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o" if len(points) < 30 else None, markersize=3)
+        ax.set_title(tag, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(scalars) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format=path.suffix[1:] or "png", dpi=100)
     return path

@@ -59,7 +59,7 @@ def plot_segmentations(
     num_classes = max([int(np.max(m)) for maps in columns.values() for m in maps] + [0]) + 1
     if class_names is not None:
         num_classes = max(num_classes, len(class_names))
-    names = list(class_names) if class_names is not None else [f"class {i}" for i in range(num_classes)]
+    names = list(class_names or []) + [f"class {i}" for i in range(len(class_names or []), num_classes)]
     colours = matplotlib.colormaps["tab10"](np.arange(num_classes - 1) % 10)  # RGBA of classes 1 .. num_classes - 1
     overlay = colours.copy()
     overlay[:, 3] = alpha
