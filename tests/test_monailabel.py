@@ -8,6 +8,10 @@ Checks: ``/info/`` lists the bundle and its labels; ``/infer/<bundle>`` on a stu
 for pixel, as ``python -m monai.bundle run inference.json`` on that image; labels saved the way MONAI Label saves them
 (``PUT /datastore/label``, class-index masks) train for one epoch through ``/train/<bundle>``. The server is stopped
 by its process group id, always.
+
+With ``monai_ext.monailabel`` added to the app (a ``main.py`` subclassing the sample app's): ProtoSeg's ``mu`` through
+``/scoring/`` (stored per image, equal to ``monai_ext.metrics`` on the same images) and the lowest-mu image through
+``/activelearning/``.
 """
 
 from __future__ import annotations
@@ -75,6 +79,17 @@ def _wait_info(url: str, process: subprocess.Popen, log: Path) -> dict:
             pass
         time.sleep(1.0)
     raise AssertionError(f"no /info/ within {START_TIMEOUT} s:\n{log.read_text()[-4000:]}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop the server by its process group id (it was started in a new session)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 @pytest.mark.parametrize("bundle", SERVED)
@@ -146,10 +161,120 @@ def test_monailabel_server(bundle: str, trained_bundle, tmp_path: Path) -> None:
         assert "Training Finished" in log.read_text(), log.read_text()[-4000:]  # run_sync: done when it replies
         assert (app / "model" / bundle / "models" / "model.pt").stat().st_mtime_ns != before
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        _stop(process)
+
+
+#: the app's main.py: the sample app (moved to ``bundle_app.py``) plus ProtoSeg's mu scoring and lowest-mu strategy
+PROTOSEG_MAIN = """
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bundle_app  # noqa: E402
+
+from monai_ext.monailabel import protoseg_tasks  # noqa: E402
+from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
+
+
+# MONAILabelApp named as a direct base too: MONAI Label takes the class of main.py that has it among its __bases__
+class ProtoSegApp(bundle_app.MyApp, MONAILabelApp):
+    def init_scoring_methods(self):
+        return {**super().init_scoring_methods(), **protoseg_tasks(self.models)[0]}
+
+    def init_strategies(self):
+        return {**super().init_strategies(), **protoseg_tasks(self.models)[1]}
+"""
+
+
+def _direct_mu(bundle_path: Path, image: Path) -> float:
+    """mu of one image with monai_ext directly: the bundle's network and preprocessing, its last two convolutions."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    from monai_ext.metrics import MeanSAScoreMetric
+    from monai_ext.networks.utils import FeatureRecorder
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle_path / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle_path)
+    network = parser.get_parsed_content("network_def")
+    state = torch.load(bundle_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    network.load_state_dict(state["model"] if set(state) == {"model"} else state)
+    network.eval()
+    convs = [n for n, m in network.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    data = parser.get_parsed_content("preprocessing")({"image": str(image)})
+    metric = MeanSAScoreMetric()
+    with FeatureRecorder(network, convs[-2:]) as recorder, torch.no_grad():
+        pred = network(data["image"].as_tensor()[None])
+        metric(recorder.pop(), pred)
+    return float(metric.aggregate())
+
+
+def test_monailabel_protoseg_scoring(trained_bundle, tmp_path: Path) -> None:
+    """
+    ``/scoring/protoseg_mu_nlcen`` stores mu per unlabelled image in the datastore, equal (1e-5) to mu computed
+    directly with ``monai_ext.metrics`` on the same images; ``/activelearning/lowest_mu_nlcen`` returns the image
+    with the lowest mu, and after that image is labelled, the lowest of the others.
+    """
+    bundle = "nlcen"
+    root, data = trained_bundle(bundle)
+    env = {**os.environ, "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    env.pop("VIRTUAL_ENV", None)
+    env["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"  # scored only when the test asks
+    app = tmp_path / "apps"
+    download = [str(MONAILABEL), "apps", "--download", "--name", "monaibundle", "--output", str(app)]
+    subprocess.run(download, check=True, env=env)
+    app = app / "monaibundle"
+    (app / "main.py").rename(app / "bundle_app.py")
+    (app / "main.py").write_text(PROTOSEG_MAIN)
+    _copy_bundle(bundle, root, app / "model" / bundle)
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    images = json.loads((data / "dataset.json").read_text())["training"][:4]
+    for item in images:
+        shutil.copy(data / item["image"], studies / Path(item["image"]).name)
+    expected = {p.name.removesuffix(".png"): _direct_mu(app / "model" / bundle, p) for p in studies.glob("*.png")}
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    command = [str(MONAILABEL), "start_server", "--app", str(app), "--studies", str(studies)]
+    command += ["--conf", "models", bundle, "--conf", "zoo_source", "ngc", "--conf", "sam2", "false"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        info = _wait_info(url, process, log)
+        assert f"protoseg_mu_{bundle}" in info["scoring"], info["scoring"]
+        assert f"lowest_mu_{bundle}" in info["strategies"], info["strategies"]
+
+        params = {"run_sync": True}
+        body = {"device": "cpu"}
+        reply = requests.post(f"{url}/scoring/protoseg_mu_{bundle}", params=params, json=body, timeout=120)
+        assert reply.status_code == 200, reply.text[-2000:]
+        stored = {}
+        for image_id in expected:
+            reply = requests.get(f"{url}/datastore/image/info", params={"image": image_id}, timeout=30)
+            assert reply.status_code == 200, reply.text[-2000:]
+            stored[image_id] = reply.json()[f"protoseg_mu_{bundle}"]
+        assert stored.keys() == expected.keys()
+        for image_id, mu in expected.items():
+            assert abs(stored[image_id] - mu) <= 1e-5, (image_id, stored[image_id], mu)
+
+        reply = requests.post(f"{url}/activelearning/lowest_mu_{bundle}", json={}, timeout=30)
+        assert reply.status_code == 200, reply.text[-2000:]
+        chosen = reply.json()["id"]
+        assert expected[chosen] == pytest.approx(min(expected.values()), abs=1e-5), (chosen, expected)
+
+        # once labelled, the lowest-mu image leaves the pool: the next is the lowest of the others
+        mask = io.BytesIO()
+        Image.fromarray(np.zeros(Image.open(studies / f"{chosen}.png").size[::-1], np.uint8)).save(mask, "PNG")
+        files = {"label": (f"{chosen}.png", mask.getvalue())}
+        reply = requests.put(f"{url}/datastore/label", params={"image": chosen}, files=files, timeout=30)
+        assert reply.status_code == 200, reply.text[-2000:]
+        reply = requests.post(f"{url}/activelearning/lowest_mu_{bundle}", json={}, timeout=30)
+        assert reply.status_code == 200, reply.text[-2000:]
+        rest = {k: v for k, v in expected.items() if k != chosen}
+        assert rest[reply.json()["id"]] == pytest.approx(min(rest.values()), abs=1e-5), (reply.json(), rest)
+    finally:
+        _stop(process)
