@@ -92,6 +92,20 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def _start_server(
+    app: Path, studies: Path, bundle: str, env: dict[str, str], log: Path
+) -> tuple[str, subprocess.Popen, Path]:
+    """``monailabel start_server`` offline on 127.0.0.1 and a free port, in its own session (stopped by
+    :func:`_stop`): its URL, process and log file."""
+    port = _free_port()
+    command = [str(MONAILABEL), "start_server", "--app", str(app), "--studies", str(studies)]
+    command += ["--conf", "models", bundle, "--conf", "zoo_source", "ngc", "--conf", "sam2", "false"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return f"http://127.0.0.1:{port}", process, log
+
+
 @pytest.mark.parametrize("bundle", SERVED)
 def test_monailabel_server(bundle: str, trained_bundle, tmp_path: Path) -> None:
     root, data = trained_bundle(bundle)
@@ -121,14 +135,7 @@ def test_monailabel_server(bundle: str, trained_bundle, tmp_path: Path) -> None:
     )
     expected = np.asarray(Image.open(expected_dir / f"{ids[0]}_seg.png"))
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
-    command = [str(MONAILABEL), "start_server", "--app", str(app), "--studies", str(studies)]
-    command += ["--conf", "models", bundle, "--conf", "zoo_source", "ngc", "--conf", "sam2", "false"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url, process, log = _start_server(app, studies, bundle, env, tmp_path / "server.log")
     try:
         info = _wait_info(url, process, log)
         assert bundle in info["models"], info["models"].keys()
@@ -235,14 +242,7 @@ def test_monailabel_protoseg_scoring(trained_bundle, tmp_path: Path) -> None:
         shutil.copy(data / item["image"], studies / Path(item["image"]).name)
     expected = {p.name.removesuffix(".png"): _direct_mu(app / "model" / bundle, p) for p in studies.glob("*.png")}
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
-    command = [str(MONAILABEL), "start_server", "--app", str(app), "--studies", str(studies)]
-    command += ["--conf", "models", bundle, "--conf", "zoo_source", "ngc", "--conf", "sam2", "false"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url, process, log = _start_server(app, studies, bundle, env, tmp_path / "server.log")
     try:
         info = _wait_info(url, process, log)
         assert f"protoseg_mu_{bundle}" in info["scoring"], info["scoring"]
