@@ -92,6 +92,15 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def _studies(data: Path, studies: Path) -> tuple[Path, list[dict]]:
+    """The first 4 training images of ``data`` copied into a new studies folder: the folder and their datalist."""
+    studies.mkdir()
+    images = json.loads((data / "dataset.json").read_text())["training"][:4]
+    for item in images:
+        shutil.copy(data / item["image"], studies / Path(item["image"]).name)
+    return studies, images
+
+
 def _start_server(
     app: Path, studies: Path, bundle: str, env: dict[str, str], log: Path
 ) -> tuple[str, subprocess.Popen, Path]:
@@ -116,11 +125,7 @@ def test_monailabel_server(bundle: str, trained_bundle, tmp_path: Path) -> None:
     subprocess.run(download, check=True, env=env)
     app = app / "monaibundle"
     _copy_bundle(bundle, root, app / "model" / bundle)
-    studies = tmp_path / "studies"
-    studies.mkdir()
-    images = json.loads((data / "dataset.json").read_text())["training"][:4]
-    for item in images:
-        shutil.copy(data / item["image"], studies / Path(item["image"]).name)
+    studies, images = _studies(data, tmp_path / "studies")
     ids = sorted(Path(item["image"]).name.removesuffix(".png") for item in images)
 
     # the reference: monai.bundle run inference.json on the first image, as a user runs it
@@ -235,11 +240,7 @@ def test_monailabel_protoseg_scoring(trained_bundle, tmp_path: Path) -> None:
     (app / "main.py").rename(app / "bundle_app.py")
     (app / "main.py").write_text(PROTOSEG_MAIN)
     _copy_bundle(bundle, root, app / "model" / bundle)
-    studies = tmp_path / "studies"
-    studies.mkdir()
-    images = json.loads((data / "dataset.json").read_text())["training"][:4]
-    for item in images:
-        shutil.copy(data / item["image"], studies / Path(item["image"]).name)
+    studies, _ = _studies(data, tmp_path / "studies")
     expected = {p.name.removesuffix(".png"): _direct_mu(app / "model" / bundle, p) for p in studies.glob("*.png")}
 
     url, process, log = _start_server(app, studies, bundle, env, tmp_path / "server.log")

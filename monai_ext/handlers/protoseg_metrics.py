@@ -9,6 +9,7 @@ reads them.
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from os import PathLike
 from typing import Any
@@ -41,8 +42,9 @@ class _BatchMetricHandler(IgniteMetricHandler):
         for batch in stack_items(*output):
             self.score(*batch)
 
+    @abstractmethod
     def score(self, *batch: Any) -> None:
-        raise NotImplementedError
+        """Add the scores of one batch (the columns of the output transform, stacked) to the metric."""
 
 
 class SAScoreHandler(_BatchMetricHandler):
