@@ -1,4 +1,5 @@
-"""Benchmark ``monai_ext.attacks.PGD``: its time over the floor of plain gradient passes, and against torchattacks.
+"""Benchmark the attacks of ``monai_ext.attacks``: PGD, SegPGD, CosPGD and APGD over the floor of plain gradient
+passes, PGD against torchattacks, and the shared sweep over the NLCEN paper's 18 budgets against one run per budget.
 
 For each network (MONAI's U-Net and the project's NLCEN, eval mode, random weights from a fixed seed unless a
 checkpoint is given) and each number of steps (10 and 40 by default), on one batch (8 x 1 x 224 x 224 by default):
@@ -13,7 +14,17 @@ checkpoint is given) and each number of steps (10 and 40 by default), on one bat
   all-eval, and assumes inputs in ``[0, 1]``, our ``data_range``); max abs difference of the two adversarial batches
   (target ``<= 1e-5``) and the time ratio ours / torchattacks. Skipped with a message when torchattacks is not
   importable. Install it in the benchmark's environment only: ``pip install --no-deps torchattacks`` (its
-  torchvision requirement would replace the CPU torch); it is not a project dependency.
+  torchvision requirement would replace the CPU torch); it is not a project dependency;
+- **segpgd**, **cospgd**: ``SegPGD`` / ``CosPGD`` with the same settings as ours; ratio over the floor (the same
+  ``steps`` passes), target ``<= 1.10``;
+- **apgd**: ``APGD(eps=8, num_steps=steps)``, L-inf, cross-entropy; it makes ``steps + 1`` forward and ``steps``
+  backward passes, its floor (**floor_apgd**) the same plain passes; ratio target ``<= 1.10``.
+
+Per network, the **sweep** case: ``IterativeFGSM(eps, target="inverse")`` (Kurakin's schedule, the NLCEN paper's
+attack) at the paper's 18 budgets ``{0.5, 1, 2, 4, 6, ..., 32}``, one run per budget (327 passes) against
+``monai_ext.attacks.shared_sweep`` (the trunk shared across budgets, 69 passes when every budget leaves the trunk as
+early as it can); the adversarial batches must be equal (max abs difference ``<= 1e-6``) and the time ratio shared /
+per-budget ``<= 0.30``.
 
 Timing: the three methods of one (network, steps) case are measured in the same process, ``repeats`` rounds after
 one untimed warm-up round, the order of the methods rotated from round to round, so that all see the same machine
@@ -29,6 +40,7 @@ Usage::
     python benchmarks/bench_attacks.py        # batch 8, 224 x 224, steps 10 40, unet nlcen; writes results JSON
     python benchmarks/bench_attacks.py --batch 2 --size 64 --steps 2 4 --repeats 2 --output /tmp/bench_attacks.json
     python benchmarks/bench_attacks.py --checkpoint unet=path/to/model.pt   # trained weights instead of random
+    python benchmarks/bench_attacks.py --no-sweep   # without the 18-budget sweep case
 """
 
 from __future__ import annotations
@@ -49,8 +61,12 @@ from monai_ext.utils import write_json
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_attacks.json"
 FLOOR_TARGET = 1.10  # ours / floor
 DIFF_TARGET = 1e-5  # max |ours - torchattacks|
+SWEEP_TARGET = 0.30  # shared sweep / per-budget sweep
+SWEEP_DIFF_TARGET = 1e-6  # max |shared - per budget|
 EPS_LEVELS, ALPHA_LEVELS = 8, 2
 NETWORKS = ("unet", "nlcen")
+NLCEN_BUDGETS = (0.5, 1, *range(2, 33, 2))  # the NLCEN paper's 18 budgets, in levels
+NEW_ATTACKS = ("segpgd", "cospgd", "apgd")  # timed over a floor, as ours
 
 
 def build_network(name: str, seed: int, checkpoint: str | None = None) -> nn.Module:
@@ -94,13 +110,19 @@ def make_batch(batch: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Te
     return images, labels
 
 
-def floor_passes(net: nn.Module, images: torch.Tensor, target: torch.Tensor, steps: int) -> torch.Tensor:
-    """``steps`` plain forward + loss + input-gradient passes: the minimum work of a ``steps``-step gradient attack."""
+def floor_passes(
+    net: nn.Module, images: torch.Tensor, target: torch.Tensor, steps: int, extra_forward: int = 0
+) -> torch.Tensor:
+    """``steps`` plain forward + loss + input-gradient passes (and ``extra_forward`` forward passes without a
+    gradient): the minimum work of a ``steps``-step gradient attack."""
     grad = None
     for _ in range(steps):
         x = images.detach().requires_grad_(True)
         loss = F.cross_entropy(net(x), target)
         (grad,) = torch.autograd.grad(loss, x)
+    with torch.no_grad():
+        for _ in range(extra_forward):
+            net(images)
     return grad
 
 
@@ -114,13 +136,19 @@ def run_case(
     net: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int, repeats: int, torchattacks
 ) -> dict:
     """Time the floor, our PGD and (if available) torchattacks' PGD on one batch, interleaved; compare outputs."""
-    from monai_ext.attacks import PGD
+    from monai_ext.attacks import APGD, PGD, CosPGD, SegPGD
 
     target = labels[:, 0].long()  # (B, H, W) for nn.CrossEntropyLoss / F.cross_entropy
-    ours = PGD(eps=EPS_LEVELS, alpha=ALPHA_LEVELS, num_steps=steps, random_start=False, unit="levels")
+    common = {"eps": EPS_LEVELS, "alpha": ALPHA_LEVELS, "num_steps": steps, "random_start": False, "unit": "levels"}
+    ours = PGD(**common)
+    segpgd, cospgd, apgd = SegPGD(**common), CosPGD(**common), APGD(EPS_LEVELS, num_steps=steps)
     methods = {
         "floor": lambda: floor_passes(net, images, target, steps),
         "ours": lambda: ours(net, images, labels),
+        "segpgd": lambda: segpgd(net, images, labels),
+        "cospgd": lambda: cospgd(net, images, labels),
+        "apgd": lambda: apgd(net, images, labels),
+        "floor_apgd": lambda: floor_passes(net, images, target, steps, extra_forward=1),
     }
     if torchattacks is not None:
         theirs = torchattacks.PGD(net, eps=EPS_LEVELS / 255, alpha=ALPHA_LEVELS / 255, steps=steps, random_start=False)
@@ -149,6 +177,11 @@ def run_case(
     # the ratio within each round (both measured seconds apart), median over the rounds: robust to slow load drifts
     res["ours_over_floor_paired_median"] = statistics.median(o / f for o, f in zip(times["ours"], times["floor"]))
     res["floor_target_pass"] = res["ours_over_floor"] <= FLOOR_TARGET
+    for name in NEW_ATTACKS:
+        floor = "floor_apgd" if name == "apgd" else "floor"
+        res[f"{name}_over_floor"] = res["best_s"][name] / res["best_s"][floor]
+        res[f"{name}_over_floor_paired_median"] = statistics.median(o / f for o, f in zip(times[name], times[floor]))
+        res[f"{name}_floor_target_pass"] = res[f"{name}_over_floor"] <= FLOOR_TARGET
     if torchattacks is not None:
         ours_adv, their_adv = outputs["ours"], outputs["torchattacks"]
         diff = (ours_adv - their_adv).abs()
@@ -167,6 +200,47 @@ def run_case(
         for name, adv in (("ours", ours_adv), ("torchattacks", their_adv)):
             res[f"{name}_linf"] = float((adv - images).abs().max())
             res[f"{name}_in_ball"] = bool(res[f"{name}_linf"] <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1)
+    return res
+
+
+def run_sweep_case(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, repeats: int) -> dict:
+    """Time one targeted I-FGSM run per budget of the NLCEN paper's 18 against the shared sweep, interleaved."""
+    import functools
+
+    from monai_ext.attacks import IterativeFGSM, SharedTrajectories, kurakin_num_steps
+
+    factory = functools.partial(IterativeFGSM, target="inverse")
+    passes = []
+
+    def shared() -> dict:
+        sharing = SharedTrajectories(factory, NLCEN_BUDGETS)
+        out = {eps: sharing(eps)(net, images, labels) for eps in NLCEN_BUDGETS}
+        passes.append(sharing.passes)
+        return out
+
+    methods = {
+        "per_budget": lambda: {eps: factory(eps)(net, images, labels) for eps in NLCEN_BUDGETS},
+        "shared": shared,
+    }
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    outputs = {}
+    for round_ in range(repeats + 1):  # round 0: untimed warm-up
+        for name in list(methods)[round_ % 2 :] + list(methods)[: round_ % 2]:
+            elapsed, out = _timed(methods[name])
+            if round_ == 0:
+                outputs[name] = out
+            else:
+                times[name].append(elapsed)
+    diff = max(float((outputs["shared"][e] - outputs["per_budget"][e]).abs().max()) for e in NLCEN_BUDGETS)
+    res = {"budgets": list(NLCEN_BUDGETS), "times_s": times, "best_s": {k: min(v) for k, v in times.items()}}
+    res["passes"] = {"per_budget": sum(kurakin_num_steps(e) for e in NLCEN_BUDGETS), "shared": passes[0]}
+    res["shared_over_per_budget"] = res["best_s"]["shared"] / res["best_s"]["per_budget"]
+    res["shared_over_per_budget_paired_median"] = statistics.median(
+        s / p for s, p in zip(times["shared"], times["per_budget"])
+    )
+    res["max_abs_diff"] = diff
+    res["sweep_target_pass"] = res["shared_over_per_budget"] <= SWEEP_TARGET
+    res["sweep_diff_target_pass"] = diff <= SWEEP_DIFF_TARGET
     return res
 
 
@@ -206,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "--checkpoint", action="append", default=[], metavar="NETWORK=PATH", help="state dict instead of random"
     )
     parser.add_argument("--no-torchattacks", action="store_true", help="skip the torchattacks comparison")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the 18-budget shared sweep case")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.batch < 1 or args.size < 1 or min(args.steps) < 1:
@@ -223,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    results = []
+    results, sweeps = [], []
     for name in args.networks:
         net = build_network(name, args.seed, checkpoints.get(name))
         for steps in args.steps:
@@ -235,6 +310,15 @@ def main(argv: list[str] | None = None) -> int:
             if "torchattacks" in res["best_s"]:
                 msg += f", torchattacks {res['best_s']['torchattacks']:.3f} s, max diff {res['max_abs_diff']:.3g}"
             print(msg, flush=True)
+        if not args.no_sweep:
+            sweep = {"network": name, **run_sweep_case(net, images, labels, args.repeats)}
+            sweeps.append(sweep)
+            print(
+                f"  {name:6s} 18-budget sweep: per budget {sweep['best_s']['per_budget']:.3f} s, shared "
+                f"{sweep['best_s']['shared']:.3f} s ({sweep['passes']['shared']} of {sweep['passes']['per_budget']} "
+                f"passes), max diff {sweep['max_abs_diff']:.3g}",
+                flush=True,
+            )
         del net
 
     has_ta = torchattacks is not None
@@ -258,7 +342,18 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(row)
 
+    print(f"\nnew attacks over their floor (target <= {FLOOR_TARGET}; paired in brackets)")
+    for r in results:
+        cells = [f"{n} {r[f'{n}_over_floor']:.3f} ({r[f'{n}_over_floor_paired_median']:.3f})" for n in NEW_ATTACKS]
+        print(f"  {r['network']:>7} {r['steps']:>3} steps: " + ", ".join(cells))
+    for s in sweeps:
+        print(
+            f"  {s['network']:>7} sweep: shared / per budget {s['shared_over_per_budget']:.3f} (target <= "
+            f"{SWEEP_TARGET}), max |diff| {s['max_abs_diff']:.3g} (target <= {SWEEP_DIFF_TARGET:g})"
+        )
     floor_pass = all(r["floor_target_pass"] for r in results)
+    new_pass = all(r[f"{n}_floor_target_pass"] for r in results for n in NEW_ATTACKS)
+    sweep_pass = all(s["sweep_target_pass"] and s["sweep_diff_target_pass"] for s in sweeps) if sweeps else None
     diff_pass = all(r["diff_target_pass"] for r in results) if has_ta else None
     print(f"\nours / floor <= {FLOOR_TARGET}: {'PASS' if floor_pass else 'FAIL'}")
     if has_ta:
@@ -267,7 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         print("torchattacks comparison: SKIPPED (not importable or --no-torchattacks)")
 
     report = {
-        "benchmark": "monai_ext.attacks.PGD vs floor of plain forward+backward passes, and vs torchattacks.PGD",
+        "benchmark": (
+            "monai_ext.attacks PGD, SegPGD, CosPGD, APGD vs the floor of plain forward+backward passes, PGD vs "
+            "torchattacks.PGD, shared_sweep vs one run per budget over the NLCEN paper's 18 budgets"
+        ),
         "config": {
             "batch": args.batch,
             "size": args.size,
@@ -289,8 +387,13 @@ def main(argv: list[str] | None = None) -> int:
             "also given)"
         ),
         "results": results,
+        "sweeps": sweeps,
         "targets": {
             "ours_over_floor_le_1.10": "PASS" if floor_pass else "FAIL",
+            "segpgd_cospgd_apgd_over_floor_le_1.10": "PASS" if new_pass else "FAIL",
+            "shared_sweep_over_per_budget_le_0.30_and_diff_le_1e-6": (
+                "SKIPPED" if sweep_pass is None else "PASS" if sweep_pass else "FAIL"
+            ),
             "max_abs_diff_le_1e-5": ("PASS" if diff_pass else "FAIL") if has_ta else "SKIPPED",
         },
     }

@@ -1,11 +1,19 @@
 """
-Command-line entry point of ``monai_ext`` (python-fire): ``python -m monai_ext report bundles/nlcen [--output_dir DIR]
-[--eval_dir DIR] [--runs_dir DIR] [--predictions_dir DIR] [--dataset_dir DIR] ...``; ``python -m monai_ext report
---help`` lists the options. A missing folder ends with a one-line error and exit status 1.
+Command-line entry point of ``monai_ext`` (python-fire):
+
+- ``python -m monai_ext report bundles/nlcen [--output_dir DIR] [--eval_dir DIR] [--runs_dir DIR]
+  [--predictions_dir DIR] [--dataset_dir DIR] ...``: a bundle's results as a page;
+- ``python -m monai_ext robustness --bundle bundles/nlcen [--dataset_dir DIR] [--epsilons "[0,2,4,8]"]
+  [--attacks "[ifgsm,pgd,segpgd,cospgd,ensemble]"] [--num_steps N] [--max_images N] ...``: the trained network under
+  the benchmark's attacks (:py:func:`monai_ext.engines.bundle_robustness`).
+
+``python -m monai_ext COMMAND --help`` lists a command's options. A missing folder or file ends with a one-line
+error and exit status 1.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 __all__ = ["main"]
@@ -15,10 +23,13 @@ def main(argv: list[str] | None = None) -> None:
     """Run the fire command line over ``argv`` (``sys.argv[1:]`` by default)."""
     import fire
 
+    from monai_ext.engines import bundle_robustness
     from monai_ext.report import build_report
 
+    if not logging.getLogger().handlers:  # progress of long commands (a sweep logs every batch)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
-        fire.Fire({"report": build_report}, command=argv)
+        fire.Fire({"report": build_report, "robustness": bundle_robustness}, command=argv)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -1,7 +1,7 @@
 """
 Scaffolding shared by the tests: bundle paths and tiny sizes, running a bundle's config chain through ``monai.bundle``
-as ``python -m monai.bundle run`` does, one session-wide tiny training per bundle, the one-thread fixture and a loader
-for the command-line scripts under ``scripts/``.
+as ``python -m monai.bundle run`` does, one session-wide tiny training per bundle, the one-thread fixture, a loader
+for the command-line scripts under ``scripts/`` and the leaves of a checkpoint (to compare two runs tensor by tensor).
 """
 
 from __future__ import annotations
@@ -26,8 +26,20 @@ BUNDLES = sorted(p.name for p in BUNDLES_DIR.iterdir() if (p / "configs" / "trai
 
 #: overrides that make a bundle's networks and images tiny for smoke runs; a bundle not listed runs at 64 x 64
 TINY: dict[str, dict[str, Any]] = {
+    "gp_input_transfer": {
+        "spatial_size": [64, 64],
+        "channels": [4, 8, 16],
+        "strides": [2, 2],
+        "num_res_units": 1,
+        "translator_layers": 56,
+        "growth_rate": 4,
+        "init_features": 8,
+        "gp_num_steps": 10,
+        "num_workers": 0,
+    },
     "nlcen": {"spatial_size": [64, 64], "num_workers": 0},
     "protoseg": {"spatial_size": [64, 64], "features": [4, 4, 8, 8, 16, 4], "num_workers": 0},
+    "robust_training": {"spatial_size": [32, 32], "channels": [4, 8, 16], "num_res_units": 1, "num_workers": 0},
     "sagan_seg": {
         "spatial_size": [32, 32],
         "channels": [4, 8, 8, 16, 16],
@@ -65,6 +77,15 @@ def run_bundle_configs(bundle: str, configs: str | Sequence[str], **overrides: A
     """Run a bundle's config chain with ``monai.bundle.run``, as ``python -m monai.bundle run`` from the repo root."""
     files = config_files(bundle, configs)
     run(config_file=files[0] if len(files) == 1 else files, **overrides)
+
+
+def state_leaves(state: Any, prefix: str = "") -> dict[str, Any]:
+    """The leaves of a nested state dict (a checkpoint), by dotted key: ``{"network.conv.weight": tensor, ...}``."""
+    if isinstance(state, dict):
+        return {k: v for key, value in state.items() for k, v in state_leaves(value, f"{prefix}{key}.").items()}
+    if isinstance(state, (list, tuple)):
+        return {k: v for i, value in enumerate(state) for k, v in state_leaves(value, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): state}
 
 
 @contextmanager

@@ -9,9 +9,9 @@ for pixel, as ``python -m monai.bundle run inference.json`` on that image; label
 (``PUT /datastore/label``, class-index masks) train for one epoch through ``/train/<bundle>``. The server is stopped
 by its process group id, always.
 
-With ``monai_ext.monailabel`` added to the app (a ``main.py`` subclassing the sample app's): ProtoSeg's ``mu`` through
-``/scoring/`` (stored per image, equal to ``monai_ext.metrics`` on the same images) and the lowest-mu image through
-``/activelearning/``.
+With ``monai_ext.monailabel`` added to the app (a ``main.py`` subclassing the sample app's), one server over every
+served bundle: ProtoSeg's ``mu`` of each bundle through ``/scoring/`` (stored per image, equal to ``monai_ext.metrics``
+on the same images) and each bundle's lowest-mu image through ``/activelearning/``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 VENV = REPO / ".venv-monailabel"
 MONAILABEL = VENV / "bin" / "monailabel"
 #: bundles served in the test (each costs a server start, an inference and a one-epoch training)
-SERVED = ["nlcen", "protoseg", "sagan_seg"]
+SERVED = ["nlcen", "protoseg", "sagan_seg", "robust_training"]
 START_TIMEOUT = 180.0
 TRAIN_TIMEOUT = 300
 
@@ -102,13 +102,13 @@ def _studies(data: Path, studies: Path) -> tuple[Path, list[dict]]:
 
 
 def _start_server(
-    app: Path, studies: Path, bundle: str, env: dict[str, str], log: Path
+    app: Path, studies: Path, models: str, env: dict[str, str], log: Path
 ) -> tuple[str, subprocess.Popen, Path]:
-    """``monailabel start_server`` offline on 127.0.0.1 and a free port, in its own session (stopped by
-    :func:`_stop`): its URL, process and log file."""
+    """``monailabel start_server`` of the bundles ``models`` (comma-separated names) offline on 127.0.0.1 and a free
+    port, in its own session (stopped by :func:`_stop`): its URL, process and log file."""
     port = _free_port()
     command = [str(MONAILABEL), "start_server", "--app", str(app), "--studies", str(studies)]
-    command += ["--conf", "models", bundle, "--conf", "zoo_source", "ngc", "--conf", "sam2", "false"]
+    command += ["--conf", "models", models, "--conf", "zoo_source", "ngc", "--conf", "sam2", "false"]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -199,7 +199,8 @@ class ProtoSegApp(bundle_app.MyApp, MONAILabelApp):
 
 
 def _direct_mu(bundle_path: Path, image: Path) -> float:
-    """mu of one image with monai_ext directly: the bundle's network and preprocessing, its last two convolutions."""
+    """mu of one image with monai_ext directly: the bundle's network and preprocessing, its ``quality_layers`` (ProtoSeg's
+    last two BasicUNet convolutions) or else its last two convolution modules."""
     import torch
     from monai.bundle import ConfigParser
 
@@ -214,9 +215,10 @@ def _direct_mu(bundle_path: Path, image: Path) -> float:
     network.load_state_dict(state["model"] if set(state) == {"model"} else state)
     network.eval()
     convs = [n for n, m in network.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    layers = parser.get_parsed_content("quality_layers") if "quality_layers" in parser else convs[-2:]
     data = parser.get_parsed_content("preprocessing")({"image": str(image)})
     metric = MeanSAScoreMetric()
-    with FeatureRecorder(network, convs[-2:]) as recorder, torch.no_grad():
+    with FeatureRecorder(network, layers) as recorder, torch.no_grad():
         pred = network(data["image"].as_tensor()[None])
         metric(recorder.pop(), pred)
     return float(metric.aggregate())
@@ -224,12 +226,11 @@ def _direct_mu(bundle_path: Path, image: Path) -> float:
 
 def test_monailabel_protoseg_scoring(trained_bundle, tmp_path: Path) -> None:
     """
-    ``/scoring/protoseg_mu_nlcen`` stores mu per unlabelled image in the datastore, equal (1e-5) to mu computed
-    directly with ``monai_ext.metrics`` on the same images; ``/activelearning/lowest_mu_nlcen`` returns the image
-    with the lowest mu, and after that image is labelled, the lowest of the others.
+    One server over every served bundle (``--conf models nlcen,protoseg,sagan_seg``): ``/scoring/protoseg_mu_<bundle>``
+    stores mu per unlabelled image in the datastore, equal (1e-5) to mu computed directly with ``monai_ext.metrics`` on
+    the same images; ``/activelearning/lowest_mu_<bundle>`` returns the image with the lowest mu of that bundle, and
+    after one image is labelled, the lowest of the others.
     """
-    bundle = "nlcen"
-    root, data = trained_bundle(bundle)
     env = {**os.environ, "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     env.pop("VIRTUAL_ENV", None)
     env["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"  # scored only when the test asks
@@ -239,43 +240,49 @@ def test_monailabel_protoseg_scoring(trained_bundle, tmp_path: Path) -> None:
     app = app / "monaibundle"
     (app / "main.py").rename(app / "bundle_app.py")
     (app / "main.py").write_text(PROTOSEG_MAIN)
-    _copy_bundle(bundle, root, app / "model" / bundle)
-    studies, _ = _studies(data, tmp_path / "studies")
-    expected = {p.name.removesuffix(".png"): _direct_mu(app / "model" / bundle, p) for p in studies.glob("*.png")}
+    for bundle in SERVED:
+        _copy_bundle(bundle, trained_bundle(bundle)[0], app / "model" / bundle)
+    studies, _ = _studies(trained_bundle(SERVED[0])[1], tmp_path / "studies")
+    expected = {
+        bundle: {p.name.removesuffix(".png"): _direct_mu(app / "model" / bundle, p) for p in studies.glob("*.png")}
+        for bundle in SERVED
+    }
 
-    url, process, log = _start_server(app, studies, bundle, env, tmp_path / "server.log")
+    url, process, log = _start_server(app, studies, ",".join(SERVED), env, tmp_path / "server.log")
     try:
         info = _wait_info(url, process, log)
-        assert f"protoseg_mu_{bundle}" in info["scoring"], info["scoring"]
-        assert f"lowest_mu_{bundle}" in info["strategies"], info["strategies"]
+        assert {f"protoseg_mu_{bundle}" for bundle in SERVED} <= info["scoring"].keys(), info["scoring"]
+        assert {f"lowest_mu_{bundle}" for bundle in SERVED} <= info["strategies"].keys(), info["strategies"]
 
-        params = {"run_sync": True}
-        body = {"device": "cpu"}
-        reply = requests.post(f"{url}/scoring/protoseg_mu_{bundle}", params=params, json=body, timeout=120)
-        assert reply.status_code == 200, reply.text[-2000:]
-        stored = {}
-        for image_id in expected:
-            reply = requests.get(f"{url}/datastore/image/info", params={"image": image_id}, timeout=30)
+        chosen = {}
+        for bundle, mus in expected.items():
+            reply = requests.post(
+                f"{url}/scoring/protoseg_mu_{bundle}", params={"run_sync": True}, json={"device": "cpu"}, timeout=120
+            )
             assert reply.status_code == 200, reply.text[-2000:]
-            stored[image_id] = reply.json()[f"protoseg_mu_{bundle}"]
-        assert stored.keys() == expected.keys()
-        for image_id, mu in expected.items():
-            assert abs(stored[image_id] - mu) <= 1e-5, (image_id, stored[image_id], mu)
+            stored = {}
+            for image_id in mus:
+                reply = requests.get(f"{url}/datastore/image/info", params={"image": image_id}, timeout=30)
+                assert reply.status_code == 200, reply.text[-2000:]
+                stored[image_id] = reply.json()[f"protoseg_mu_{bundle}"]
+            assert stored == pytest.approx(mus, abs=1e-5), (bundle, stored, mus)
 
-        reply = requests.post(f"{url}/activelearning/lowest_mu_{bundle}", json={}, timeout=30)
-        assert reply.status_code == 200, reply.text[-2000:]
-        chosen = reply.json()["id"]
-        assert expected[chosen] == pytest.approx(min(expected.values()), abs=1e-5), (chosen, expected)
+            reply = requests.post(f"{url}/activelearning/lowest_mu_{bundle}", json={}, timeout=30)
+            assert reply.status_code == 200, reply.text[-2000:]
+            chosen[bundle] = reply.json()["id"]
+            assert mus[chosen[bundle]] == pytest.approx(min(mus.values()), abs=1e-5), (bundle, chosen, mus)
 
-        # once labelled, the lowest-mu image leaves the pool: the next is the lowest of the others
+        # once labelled, an image leaves every bundle's pool: each strategy proposes the lowest of the others
+        labelled = chosen[SERVED[0]]
         mask = io.BytesIO()
-        Image.fromarray(np.zeros(Image.open(studies / f"{chosen}.png").size[::-1], np.uint8)).save(mask, "PNG")
-        files = {"label": (f"{chosen}.png", mask.getvalue())}
-        reply = requests.put(f"{url}/datastore/label", params={"image": chosen}, files=files, timeout=30)
+        Image.fromarray(np.zeros(Image.open(studies / f"{labelled}.png").size[::-1], np.uint8)).save(mask, "PNG")
+        files = {"label": (f"{labelled}.png", mask.getvalue())}
+        reply = requests.put(f"{url}/datastore/label", params={"image": labelled}, files=files, timeout=30)
         assert reply.status_code == 200, reply.text[-2000:]
-        reply = requests.post(f"{url}/activelearning/lowest_mu_{bundle}", json={}, timeout=30)
-        assert reply.status_code == 200, reply.text[-2000:]
-        rest = {k: v for k, v in expected.items() if k != chosen}
-        assert rest[reply.json()["id"]] == pytest.approx(min(rest.values()), abs=1e-5), (reply.json(), rest)
+        for bundle, mus in expected.items():
+            reply = requests.post(f"{url}/activelearning/lowest_mu_{bundle}", json={}, timeout=30)
+            assert reply.status_code == 200, reply.text[-2000:]
+            rest = {k: v for k, v in mus.items() if k != labelled}
+            assert rest[reply.json()["id"]] == pytest.approx(min(rest.values()), abs=1e-5), (bundle, reply.json(), rest)
     finally:
         _stop(process)

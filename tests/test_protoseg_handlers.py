@@ -102,6 +102,19 @@ def test_recorder_hooks_the_18_basic_unet_convolutions() -> None:
     assert recorder.layers[0] == "input"
 
 
+def test_recorder_hooks_a_wrapped_network_by_the_plain_names() -> None:
+    """A ``DataParallel`` (or ``DistributedDataParallel``) network: the plain network's names, the same features."""
+    net, x = _net(), torch.rand(2, 1, SIZE, SIZE)
+    with FeatureRecorder(net, ["input", *BASIC_UNET_LAYERS[-2:]]) as recorder:
+        net(x)
+        expected = recorder.pop()
+    wrapped = torch.nn.DataParallel(net)
+    with FeatureRecorder(wrapped, ["input", *BASIC_UNET_LAYERS[-2:]]) as recorder:
+        wrapped(x)
+        features = recorder.pop()
+    assert features.keys() == expected.keys() and all(torch.equal(features[k], expected[k]) for k in expected)
+
+
 def test_recorder_rejects_unknown_module_names() -> None:
     with pytest.raises(ValueError, match=r"no module named 'encoder\.block9'; its modules include conv_0, .*down_1"):
         FeatureRecorder(_net(), ["conv_0.conv_0", "encoder.block9"])

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLES, read_bundle_config, run_bundle_configs, tiny
+from conftest import BUNDLES, read_bundle_config, run_bundle_configs, state_leaves, tiny
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
@@ -66,15 +66,6 @@ def _raises(match: str, run: Callable[[], Any]) -> None:
     assert any(match in message for message in chain), chain
 
 
-def _tensors(state: Any, prefix: str = "") -> dict[str, Any]:
-    """The leaves of a nested state dict, by dotted key."""
-    if isinstance(state, dict):
-        return {k: v for key, value in state.items() for k, v in _tensors(value, f"{prefix}{key}.").items()}
-    if isinstance(state, (list, tuple)):
-        return {k: v for i, value in enumerate(state) for k, v in _tensors(value, f"{prefix}{i}.").items()}
-    return {prefix.rstrip("."): state}
-
-
 @pytest.mark.parametrize("bundle, chain", TRAINING)
 def test_checkpoint_holds_every_stateful_part(bundle: str, chain: list[str], tmp_path: Path) -> None:
     """The resume checkpoint names every network and optimiser of the run, its scheduler, trainer and run state."""
@@ -106,7 +97,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(bundle: str, chain: list
     for name, folder in models.items():
         checkpoint = torch.load(folder / "checkpoint.pt", weights_only=True)
         best = torch.load(folder / "model.pt", weights_only=True)
-        final[name] = {**_tensors(checkpoint), **_tensors(best, "best.")}
+        final[name] = {**state_leaves(checkpoint), **state_leaves(best, "best.")}
     assert final["killed"]["trainer.iteration"] == 4 and final["killed"]["run_state.best_metric_epoch"] >= 1
     assert final["whole"].keys() == final["killed"].keys()
     differ = [

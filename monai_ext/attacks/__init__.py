@@ -4,6 +4,7 @@ Adversarial attacks on segmentation networks. Each is a plain callable over a ba
 ``monai_ext.engines.utils.AdversarialPrepareBatch`` wrap them for datasets and engines.
 """
 
+from monai_ext.attacks.apgd import APGD, apgd_checkpoints
 from monai_ext.attacks.base import (
     Attack,
     AttackObjective,
@@ -11,26 +12,57 @@ from monai_ext.attacks.base import (
     attack_mode,
     check_target,
     network_logits,
+    pixel_losses,
     project,
     resolve_target,
     to_data_units,
+    two_class_logits,
 )
+from monai_ext.attacks.cospgd import CosPGD, cospgd_loss, cospgd_weights
 from monai_ext.attacks.fgsm import FGSM
+from monai_ext.attacks.gradient_perturbation import GPResult, GradientPerturbation, gp_objective, matches_label
 from monai_ext.attacks.iterative_fgsm import IterativeFGSM, kurakin_num_steps
+from monai_ext.attacks.layered_pgd import LayeredPGD
 from monai_ext.attacks.pgd import PGD
+from monai_ext.attacks.segpgd import SegPGD, segpgd_loss, segpgd_weights
+from monai_ext.attacks.shared_sweep import SharedTrajectories, shared_sweep, shares_trajectory
+from monai_ext.attacks.sign_selection import SignSelectionFGSM
+from monai_ext.attacks.worst_case import WorstCaseAttack, dice_score, ensemble_attack
 
 __all__ = [
+    "APGD",
     "FGSM",
     "PGD",
     "Attack",
     "AttackObjective",
+    "CosPGD",
+    "GPResult",
+    "GradientPerturbation",
     "IterativeFGSM",
+    "LayeredPGD",
+    "SegPGD",
+    "SharedTrajectories",
+    "SignSelectionFGSM",
+    "WorstCaseAttack",
+    "apgd_checkpoints",
     "attack_loss",
     "attack_mode",
     "check_target",
+    "cospgd_loss",
+    "cospgd_weights",
+    "dice_score",
+    "ensemble_attack",
+    "gp_objective",
     "kurakin_num_steps",
+    "matches_label",
     "network_logits",
+    "pixel_losses",
     "project",
     "resolve_target",
+    "segpgd_loss",
+    "segpgd_weights",
+    "shared_sweep",
+    "shares_trajectory",
     "to_data_units",
+    "two_class_logits",
 ]

@@ -17,13 +17,14 @@ holds what the attacks share:
   data range) or as a fraction of the data range (``unit="fraction"``), and :py:func:`to_data_units` turns it into
   the units of the data;
 - :py:func:`project`: onto the L-inf or L2 ball around the clean images, then into the data range;
-- :py:func:`attack_loss`: the per-pixel loss an attack climbs (cross-entropy, Dice, or binary cross-entropy for a
-  single-logit network);
+- :py:func:`attack_loss`: the loss an attack climbs (cross-entropy, Dice, or binary cross-entropy for a single-logit
+  network; the Jensen-Shannon divergence and the masked cross-entropy of SEA), over the batch or per sample;
+  :py:func:`pixel_losses` and :py:func:`two_class_logits` give its per-pixel terms;
 - :py:func:`check_target` and :py:func:`resolve_target`: the labels a targeted attack descends to (``"inverse"``, a
   full-area class, a callable);
 - :py:func:`attack_mode`: the network in eval mode during the attack, every module's mode restored afterwards;
 - :py:class:`AttackObjective`: the gradient of the loss with respect to the input only;
-- :py:class:`Attack`: the ``__call__`` that the attacks share.
+- :py:class:`Attack`: the ``__call__`` that the attacks share, and its :py:meth:`Attack.attack_context`.
 
 Argument and input checks come from :py:mod:`monai_ext.utils.checks`.
 """
@@ -34,6 +35,7 @@ import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,16 +64,21 @@ __all__ = [
     "attack_mode",
     "check_target",
     "network_logits",
+    "pixel_losses",
     "project",
     "resolve_target",
     "to_data_units",
+    "two_class_logits",
 ]
 
 #: number of intensity steps of an 8-bit scale: ``unit="levels"`` measures a budget in ``1 / LEVELS`` of the range.
 LEVELS = 255
 UNITS = ("levels", "fraction")
 NORMS = ("linf", "l2")
-LOSSES = ("ce", "dice")
+LOSSES = ("ce", "dice", "jsd", "masked_ce")
+#: losses that are a mean of per-pixel terms (:py:func:`pixel_losses`)
+PIXEL_LOSSES = ("ce", "jsd", "masked_ce")
+REDUCTIONS = ("mean", "none")
 
 LossLike = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 TargetLike = None | str | int | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -188,22 +195,69 @@ def _as_plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else x
 
 
-def attack_loss(logits: torch.Tensor, labels: torch.Tensor, loss: LossLike = "ce") -> torch.Tensor:
+def two_class_logits(logits: torch.Tensor) -> torch.Tensor:
     """
-    The loss an attack climbs (untargeted) or descends (targeted), averaged over the batch and the pixels.
+    The logits of a single-logit binary network ``(B, 1, *spatial)`` as two-class logits ``(B, 2, *spatial)``,
+    ``(0, z)``: their softmax is ``(1 - sigmoid(z), sigmoid(z))``, their cross-entropy the binary cross-entropy of
+    ``z`` and their argmax ``z > 0``. Logits with ``C >= 2`` channels are returned as they are.
+    """
+    if logits.shape[1] != 1:
+        return logits
+    return torch.cat([torch.zeros_like(logits), logits], dim=1)
+
+
+def pixel_losses(logits: torch.Tensor, labels: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    """
+    Per-pixel losses of the logits ``(B, C, *spatial)`` against class indices ``labels`` ``(B, 1, *spatial)``, as
+    ``(B, *spatial)``; a single-logit network is taken as two-class logits, :py:func:`two_class_logits`.
+
+    - ``"ce"``: the cross-entropy ``-log p_y``;
+    - ``"jsd"``: the Jensen-Shannon divergence between the softmax ``p`` and the one-hot label ``e_y``,
+      ``(KL(p || m) + KL(e_y || m)) / 2`` with ``m = (p + e_y) / 2``, in nats (at most ``log 2``): the bounded loss of
+      SEA (Croce, Singh and Hein, ECCV 2024, https://arxiv.org/abs/2306.12941), which no single pixel can dominate;
+    - ``"masked_ce"``: the cross-entropy of the pixels the network still classifies correctly (``argmax p == y``,
+      a mask that is not differentiated), zero elsewhere: the masked cross-entropy of SEA, which spends the budget on
+      the pixels not yet fooled. Averaged over all pixels, as in SEA.
+    """
+    logits = two_class_logits(logits)
+    target = labels[:, 0].long()
+    if loss == "jsd":
+        p = F.softmax(logits, dim=1)
+        onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).to(p.dtype)
+        log_m = torch.log((p + onehot) / 2)
+        return (F.kl_div(log_m, p, reduction="none") + F.kl_div(log_m, onehot, reduction="none")).sum(1) / 2
+    ce = F.cross_entropy(logits, target, reduction="none")
+    if loss == "masked_ce":
+        return ce * (logits.argmax(1) == target).to(ce.dtype)
+    return ce
+
+
+def attack_loss(
+    logits: torch.Tensor, labels: torch.Tensor, loss: LossLike = "ce", reduction: str = "mean"
+) -> torch.Tensor:
+    """
+    The loss an attack climbs (untargeted) or descends (targeted), averaged over the pixels and the batch.
 
     Args:
         logits: network output ``(B, C, *spatial)``. ``C == 1`` is a binary network with a single logit.
         labels: class indices ``(B, 1, *spatial)`` or ``(B, *spatial)``, any dtype.
         loss: ``"ce"``: cross-entropy on the logits (binary cross-entropy with logits when ``C == 1``), the
             per-pixel loss of the FGSM and I-FGSM papers; ``"dice"``: MONAI's ``DiceLoss`` with softmax and
-            ``to_onehot_y`` (sigmoid when ``C == 1``); or a callable ``(logits, labels) -> scalar`` that receives
-            the labels as ``(B, 1, *spatial)`` in the logits' dtype, like a MONAI loss.
+            ``to_onehot_y`` (sigmoid when ``C == 1``); ``"jsd"`` and ``"masked_ce"``: the Jensen-Shannon divergence
+            and the masked cross-entropy of SEA, see :py:func:`pixel_losses` (``"masked_ce"`` is an untargeted loss);
+            or a callable ``(logits, labels) -> scalar`` that receives the labels as ``(B, 1, *spatial)`` in the
+            logits' dtype, like a MONAI loss.
+        reduction: ``"mean"``: a scalar, the mean over the batch; ``"none"``: the loss of each sample, ``(B,)`` (a
+            callable is called on one sample at a time).
 
     Returns:
-        a scalar tensor.
+        a scalar tensor, or ``(B,)`` with ``reduction="none"``.
     """
     labels = check_label_shape(labels, logits)
+    if check_choice("reduction", reduction, REDUCTIONS) == "none":
+        if callable(loss) or loss == "dice":
+            return torch.stack([attack_loss(logits[i : i + 1], labels[i : i + 1], loss) for i in range(len(logits))])
+        return pixel_losses(logits, labels, check_choice("loss", loss, LOSSES)).flatten(1).mean(1)
     num_channels = logits.shape[1]
     if callable(loss):
         return loss(logits, labels.to(logits.dtype))
@@ -212,6 +266,8 @@ def attack_loss(logits: torch.Tensor, labels: torch.Tensor, loss: LossLike = "ce
         if num_channels == 1:
             return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
         return F.cross_entropy(logits, labels[:, 0].long())
+    if loss in PIXEL_LOSSES:
+        return pixel_losses(logits, labels, loss).mean()
     if num_channels == 1:
         return DiceLoss(sigmoid=True)(logits, labels.to(logits.dtype))
     return DiceLoss(softmax=True, to_onehot_y=True)(logits, labels.to(logits.dtype))
@@ -247,8 +303,10 @@ def resolve_target(target: TargetLike, images: torch.Tensor, labels: torch.Tenso
             every pixel moves to the next class, ``(y + 1) mod K`` (every pixel wrong, the same formula as ``1 - y``
             when ``K == 2``). An ``int`` ``c``: every pixel of class ``c`` (a full-area target, as in the layered PGD
             of the robust training paper). A callable ``(images, labels) -> target labels``: any other target;
-            ``lambda images, labels: labels`` runs the attack in the helpful direction, towards the ground truth
-            (gradient perturbation).
+            ``lambda images, labels: labels`` runs a sign attack in the helpful direction, towards the ground truth
+            (a targeted sign-PGD inside its ball; this is not the gradient perturbation of Taghanaki et al., which
+            descends a logit difference with an L-inf-normalised gradient and no ball: see
+            :py:class:`monai_ext.attacks.GradientPerturbation`).
         images: clean images ``(B, C_in, *spatial)``.
         labels: true class indices ``(B, 1, *spatial)``.
         num_classes: number of classes ``K`` of the network, 2 for a single-logit binary network.
@@ -312,22 +370,39 @@ class AttackObjective:
             self.objective_labels = resolve_target(self.target, self.images, self.labels, num_classes)
         return self.objective_labels
 
-    def gradient(self, images: torch.Tensor) -> torch.Tensor:
+    def gradient(self, images: torch.Tensor, loss: LossLike | None = None) -> torch.Tensor:
         """
         The ascent direction of the attack at ``images``: the gradient of the loss on the true labels
         (untargeted) or minus the gradient of the loss on the target labels (targeted), with respect to the input
         only (``torch.autograd.grad``: no parameter's ``.grad`` is touched).
 
+        Args:
+            images: where to take the gradient, ``(B, C_in, *spatial)``.
+            loss: the loss of this step instead of the objective's own (SegPGD weights it anew at every step).
+
         Returns:
             a tensor of the shape of ``images``, detached.
         """
+        return self.logits_and_gradient(images, loss)[1]
+
+    def logits_and_gradient(
+        self, images: torch.Tensor, loss: LossLike | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        The network's logits at ``images`` and the ascent direction there (:py:meth:`gradient`), from one forward
+        and one backward pass: an iterative method that also needs the prediction (to stop, or to choose its
+        objective) pays no second forward pass.
+
+        Returns:
+            the logits ``(B, C, *spatial)`` and the ascent direction (the shape of ``images``), both detached.
+        """
         x = images.detach().requires_grad_(True)
         logits = network_logits(self.network, x)
-        loss = attack_loss(logits, self._labels_for(logits), self.loss)
-        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+        value = attack_loss(logits, self._labels_for(logits), self.loss if loss is None else loss)
+        (grad,) = torch.autograd.grad(value, x, allow_unused=True)
         if grad is None:  # the output does not depend on the input
             grad = torch.zeros_like(x)
-        return -grad if self.targeted else grad
+        return logits.detach(), -grad if self.targeted else grad
 
 
 class Attack(ABC):
@@ -362,6 +437,8 @@ class Attack(ABC):
         self.data_range = check_interval("data_range", data_range)
         self.loss = loss if callable(loss) else check_choice("loss", loss, LOSSES)
         self.target = check_target(target)
+        if self.loss == "masked_ce" and self.target is not None:
+            raise ValueError("loss 'masked_ce' masks the pixels still classified correctly: it is an untargeted loss.")
 
     def to_data_units(self, value: float) -> float:
         """``value`` in the attack's ``unit`` turned into data units."""
@@ -387,6 +464,32 @@ class Attack(ABC):
         Returns:
             adversarial images, detached, same type, shape, dtype and device as ``images``.
         """
+        return self.with_record(network, images, labels)[0]
+
+    def with_record(
+        self, network: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """
+        Attack a batch as :py:meth:`__call__` does, and say what the attack chose for each image.
+
+        Returns:
+            ``(adversarial images, records)``: the images as :py:meth:`__call__` returns them, and one JSON-able
+            dict per image from :py:meth:`perturb_with_record` (empty for an attack that makes no per-image choice).
+        """
+        with self.attack_context(network, images, labels) as (objective, x):
+            adv, records = self.perturb_with_record(objective, x)
+        adv = adv.detach().to(dtype=images.dtype)
+        return convert_to_dst_type(adv, images)[0], records
+
+    @contextmanager
+    def attack_context(
+        self, network: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor
+    ) -> Iterator[tuple[AttackObjective, torch.Tensor]]:
+        """
+        What an attack runs in: checks the inputs, enables gradients (also inside ``torch.no_grad`` or
+        ``torch.inference_mode``), puts the network in eval mode (:py:func:`attack_mode`) and yields the objective and
+        the clean images as a plain tensor.
+        """
         check_image_batch(images, self.data_range)
         x = _as_plain(images).detach()
         y = check_label_shape(_as_plain(labels), x).detach().to(x.device)
@@ -395,9 +498,16 @@ class Attack(ABC):
             y = y.clone()
             objective = AttackObjective(network, x, y, self.loss, self.target)
             with attack_mode(network) if isinstance(network, nn.Module) else nullcontext():
-                adv = self.perturb(objective, x)
-        adv = adv.detach().to(dtype=images.dtype)
-        return convert_to_dst_type(adv, images)[0]
+                yield objective, x
+
+    def perturb_with_record(
+        self, objective: AttackObjective, images: torch.Tensor
+    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """
+        :py:meth:`perturb` and one record per image of the choices it made (the signs of sign-selection FGSM, the
+        class order of layered PGD). By default no choice is recorded: an empty dict per image.
+        """
+        return self.perturb(objective, images), [{} for _ in range(images.shape[0])]
 
     @abstractmethod
     def perturb(self, objective: AttackObjective, images: torch.Tensor) -> torch.Tensor:

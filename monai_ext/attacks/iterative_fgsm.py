@@ -90,10 +90,20 @@ class IterativeFGSM(Attack):
     def perturb(self, objective: AttackObjective, images: torch.Tensor) -> torch.Tensor:
         eps, alpha = self.eps_data, self.to_data_units(self.alpha)
         adv = images
-        for _ in range(self.num_steps):
-            adv = adv + alpha * objective.gradient(adv).sign()
-            adv = project(adv, images, eps, "linf", self.data_range)
+        for step in range(self.num_steps):
+            adv = project(adv + alpha * self.direction(objective, adv, step), images, eps, "linf", self.data_range)
         return adv
+
+    def direction(self, objective: AttackObjective, adv: torch.Tensor, step: int) -> torch.Tensor:
+        """The unit step at ``adv`` (of any step ``step``): the sign of the ascent direction."""
+        return objective.gradient(adv).sign()
+
+    def trajectory_key(self) -> tuple:
+        """
+        What the iterates depend on besides ``eps``: runs with the same key share their iterates while
+        ``step * alpha <= eps`` (see :py:func:`monai_ext.attacks.shared_sweep`).
+        """
+        return type(self), self.to_data_units(self.alpha), self.data_range, self.loss, self.target
 
     def settings(self) -> dict:
         return {**super().settings(), "alpha": self.alpha, "num_steps": self.num_steps}

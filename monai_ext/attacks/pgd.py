@@ -92,17 +92,50 @@ class PGD(Attack):
         return project(adv, images, eps, self.norm, self.data_range)
 
     def perturb(self, objective: AttackObjective, images: torch.Tensor) -> torch.Tensor:
+        adv = self.random_init(images, self.eps_data) if self.random_start else images
+        return self.iterate(objective, images, adv)
+
+    def iterate(self, objective: AttackObjective, center: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+        """
+        The ``num_steps`` projected steps from ``adv``, each projected onto the ball of radius ``eps`` around
+        ``center`` (the clean images in :py:meth:`perturb`) and clipped to the data range.
+
+        Args:
+            objective: gives the ascent direction at any point.
+            center: ``(B, C_in, *spatial)``, the centre of the ball.
+            adv: ``(B, C_in, *spatial)``, the start, inside the ball.
+
+        Returns:
+            the images after the last step, same shape.
+        """
         eps, alpha = self.eps_data, self.to_data_units(self.alpha)
-        adv = self.random_init(images, eps) if self.random_start else images
-        for _ in range(self.num_steps):
-            grad = objective.gradient(adv)
-            if self.norm == "linf":
-                step = grad.sign()
-            else:
-                norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.ndim - 1))
-                step = grad / norms
-            adv = project(adv + alpha * step, images, eps, self.norm, self.data_range)
+        for step in range(self.num_steps):
+            adv = project(adv + alpha * self.direction(objective, adv, step), center, eps, self.norm, self.data_range)
         return adv
+
+    def step_loss(self, step: int) -> LossLike | None:
+        """The loss of step ``step`` (0-based); ``None``: the attack's own ``loss`` at every step."""
+        return None
+
+    def direction(self, objective: AttackObjective, adv: torch.Tensor, step: int) -> torch.Tensor:
+        """
+        The unit step of step ``step`` (0-based) at ``adv``: the sign of the ascent direction (``"linf"``) or the
+        ascent direction over its L2 norm per sample (``"l2"``), the gradient of :py:meth:`step_loss`.
+        """
+        grad = objective.gradient(adv, self.step_loss(step))
+        if self.norm == "linf":
+            return grad.sign()
+        return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.ndim - 1))
+
+    def trajectory_key(self) -> tuple | None:
+        """
+        What the iterates depend on besides ``eps``, for :py:func:`monai_ext.attacks.shared_sweep`: without a random
+        start an L-inf run does not feel its ball while ``step * alpha <= eps``, so runs with the same key share
+        their first iterates. ``None`` (no sharing) for L2 or a random start.
+        """
+        if self.norm != "linf" or self.random_start:
+            return None
+        return type(self), self.to_data_units(self.alpha), self.data_range, self.loss, self.target
 
     def settings(self) -> dict:
         return {

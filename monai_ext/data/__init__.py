@@ -1,8 +1,9 @@
 """
 Data of ``monai_ext``: datalists from a dataset folder, an image reader, a cache dataset whose errors name the files,
-the check of what the masks hold, and the synthetic default dataset.
+the check of what the masks hold, the synthetic default dataset, and the writer of derived datasets.
 """
 
+from monai_ext.data.adversarial import load_adversarial_datalist
 from monai_ext.data.datalist import (
     DATALIST_FILENAME,
     IMAGE_SUFFIXES,
@@ -18,6 +19,7 @@ from monai_ext.data.dataset import CacheDataset, item_files
 from monai_ext.data.label_check import check_label_content
 from monai_ext.data.readers import ImageFileReader
 from monai_ext.data.synthetic import SYNTHETIC_LABELS, make_synthetic_dataset, synthetic_phantom
+from monai_ext.data.writer import DatasetWriter, nifti_bytes
 
 __all__ = [
     "DATALIST_FILENAME",
@@ -25,14 +27,17 @@ __all__ = [
     "SPLITS",
     "SYNTHETIC_LABELS",
     "CacheDataset",
+    "DatasetWriter",
     "ImageFileReader",
     "check_label_content",
     "file_stem",
     "item_files",
     "list_image_files",
+    "load_adversarial_datalist",
     "load_datalist",
     "load_image_datalist",
     "make_synthetic_dataset",
+    "nifti_bytes",
     "resolve_dataset_dir",
     "split_stems",
     "synthetic_phantom",

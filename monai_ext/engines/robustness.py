@@ -16,8 +16,10 @@ from monai.transforms import Activationsd, AsDiscreted, Compose
 from torch import nn
 from torch.utils.data import DataLoader
 
+from monai_ext.attacks import SharedTrajectories
 from monai_ext.engines.sweep import LevelSweep
 from monai_ext.utils.checks import check_positive_int
+from monai_ext.utils.files import json_safe
 from monai_ext.visualize import plot_robustness_curves
 
 __all__ = ["RobustnessSweep"]
@@ -33,9 +35,10 @@ def _describe(attack: Callable) -> dict[str, Any]:
     def jsonable(value: Any) -> Any:
         if isinstance(value, plain):
             return value
-        if isinstance(value, (list, tuple)) and all(isinstance(v, plain) for v in value):
-            return list(value)
-        return repr(value)
+        try:  # lists, and nested settings such as an ensemble's attacks
+            return json_safe(value)
+        except TypeError:
+            return repr(value)
 
     return {"name": type(attack).__name__, **{k: jsonable(v) for k, v in settings.items()}}
 
@@ -46,7 +49,10 @@ class RobustnessSweep:
     of the NLCEN paper, Fig. 4 and 7): a :py:class:`~monai_ext.engines.LevelSweep` of MONAI's
     :py:class:`~monai.engines.SupervisedEvaluator` over ``attack(eps)``, where ``MeanDice`` / ``MeanIoUHandler``
     (background excluded) score the argmax predictions on the attacked images against the true labels.
-    ``eps = 0`` is the clean evaluation.
+    ``eps = 0`` is the clean evaluation. The budgets share their work where the attack allows it
+    (:py:class:`~monai_ext.attacks.SharedTrajectories`: the same results, fewer passes for an L-inf attack with a
+    fixed step and no random start, such as the NLCEN paper's I-FGSM); list them in increasing order to share the
+    most.
 
     Metrics are computed at the network's input resolution (the resolution the attack works at).
 
@@ -103,7 +109,8 @@ class RobustnessSweep:
         self.name, self.label = name, label
         results_file = None if self.output_dir is None else self.output_dir / f"{name}.json"
         header = {"label": label, "attacks": self._attacks(), "num_images": self.num_images}
-        self.sweep = LevelSweep(evaluator, attack, epsilons, level_name="epsilon", results_file=results_file,
+        shared = SharedTrajectories(attack, epsilons)
+        self.sweep = LevelSweep(evaluator, shared, epsilons, level_name="epsilon", results_file=results_file,
                                 header=header, overwrite=overwrite)  # fmt: skip
 
     def _attacks(self) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -199,7 +200,10 @@ class LevelSweep:
 
 
 def describe_callable(function: Any) -> Any:
-    """A JSON-able description of a callable: its qualified name, and a ``functools.partial``'s arguments."""
+    """A JSON-able description of a callable: its qualified name, and a ``functools.partial``'s arguments; a wrapper
+    that gives the results of the callable it wraps (``__wrapped__``, as ``functools.wraps`` sets it) is described as
+    that callable."""
+    function = inspect.unwrap(function)
     if isinstance(function, functools.partial):
         args = [_plain(a) for a in function.args]
         kwargs = {k: _plain(v) for k, v in function.keywords.items()}

@@ -5,6 +5,7 @@ from monai_ext.engines.utils import AdversarialPrepareBatch  # re-export: config
 from monai_ext.handlers.class_metrics import ClassMetricsSaver
 from monai_ext.handlers.feature_recorder import FeatureRecorderHandler, batch_items, item_name, layer_name, stack_items
 from monai_ext.handlers.metrics_saver import AtomicMetricsSaver
+from monai_ext.handlers.per_image import PerImageMetricsSaver
 from monai_ext.handlers.pixel_accuracy import PixelAccuracyHandler
 from monai_ext.handlers.protoseg_metrics import (
     MeanSAScoreHandler,
@@ -26,6 +27,7 @@ __all__ = [
     "FeatureRecorderHandler",
     "MeanSAScoreHandler",
     "OutputDiceHandler",
+    "PerImageMetricsSaver",
     "PixelAccuracyHandler",
     "ProtoSegSaver",
     "SAMPlotHandler",

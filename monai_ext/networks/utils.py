@@ -47,7 +47,8 @@ class FeatureRecorder:
         recorder.remove()
 
     Args:
-        network: the network to hook.
+        network: the network to hook; one wrapped in ``DistributedDataParallel`` or ``DataParallel`` is hooked
+            through its ``module``, so the layer names are the plain network's (as in its checkpoints).
         layers: names of modules as ``network.named_modules()`` gives them (``"down_1.convs.conv_0"``), and
             optionally ``"input"``; ``None`` gives :data:`BASIC_UNET_LAYERS`.
         detach: record detached tensors (analysis); ``False`` keeps the graph (a loss on the features).
@@ -59,6 +60,8 @@ class FeatureRecorder:
             raise ValueError("layers must name at least one module.")
         if len(set(layers)) != len(layers):
             raise ValueError(f"layers lists a name twice: {layers}.")
+        if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            network = network.module
         modules = dict(network.named_modules())
         missing = [name for name in layers if name != INPUT_LAYER and name not in modules]
         if missing:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
+from typing import Any
 
 import torch
 from monai.config import KeysCollection
@@ -20,8 +21,9 @@ from monai.utils import convert_to_dst_type, convert_to_tensor
 from torch import nn
 
 from monai_ext.utils.checks import check_callable
+from monai_ext.utils.files import json_safe
 
-__all__ = ["Attackd"]
+__all__ = ["Attackd", "attack_record"]
 
 
 def _network_device(network: nn.Module) -> torch.device:
@@ -30,6 +32,23 @@ def _network_device(network: nn.Module) -> torch.device:
     for tensor in network.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return json_safe(value)
+    except TypeError:  # a callable loss or target
+        return repr(value)
+
+
+def attack_record(attack: Callable, record: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    ``{"attack": class name, "settings": attack.settings(), "record": record}`` as JSON values (a setting JSON
+    cannot hold, such as a callable loss, as its ``repr``).
+    """
+    settings = attack.settings() if hasattr(attack, "settings") else {}
+    settings = {k: _jsonable(v) for k, v in settings.items()}
+    return {"attack": type(attack).__name__, "settings": settings, "record": json_safe(dict(record))}
 
 
 class Attackd(MapTransform):
@@ -48,6 +67,11 @@ class Attackd(MapTransform):
                     network=network),
         ])
 
+    With ``record_key``, the attack's name, settings and per-image record (``attack.with_record``: the signs of
+    :py:class:`~monai_ext.attacks.SignSelectionFGSM`, the class order of :py:class:`~monai_ext.attacks.LayeredPGD`)
+    go to ``data[record_key]`` as ``{"attack": name, "settings": {...}, "record": {...}}`` (of the last key attacked),
+    so that a dataset of adversarial images can say how each was made.
+
     Run it in the main process (``num_workers=0``, or cache the result once with ``CacheDataset`` /
     ``PersistentDataset``): a network on a GPU does not go into ``DataLoader`` worker processes. To attack batches on
     the fly during training or evaluation, use :py:class:`monai_ext.engines.utils.AdversarialPrepareBatch` instead.
@@ -59,6 +83,8 @@ class Attackd(MapTransform):
         network: the network to attack. Its modes, parameters and gradients are left as they were (by the attacks
             of :py:mod:`monai_ext.attacks`).
         device: where to run the attack; ``None`` (default) is the device of the network's parameters.
+        record_key: if given, the key that receives what the attack did (see above); the attack must have
+            ``with_record`` (every attack of :py:mod:`monai_ext.attacks` has).
         allow_missing_keys: don't raise an exception if a key is missing.
     """
 
@@ -69,6 +95,7 @@ class Attackd(MapTransform):
         attack: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         network: nn.Module | None = None,
         device: str | torch.device | None = None,
+        record_key: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -76,6 +103,9 @@ class Attackd(MapTransform):
         self.attack = check_callable("attack", attack, "a callable (network, images, labels) -> images")
         self.network = check_callable("network", network, "a torch.nn.Module (or a callable)")
         self.device = torch.device(device) if device is not None else None
+        self.record_key = record_key
+        if record_key is not None:
+            check_callable("attack.with_record", getattr(attack, "with_record", None), "a method (see Attack)")
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -93,6 +123,10 @@ class Attackd(MapTransform):
                 raise ValueError(f"{key!r} must be channel-first (C, *spatial), got shape {tuple(batch.shape)}.")
             if not batch.is_floating_point():
                 batch = batch.float()
-            adv = self.attack(self.network, batch.unsqueeze(0), label.unsqueeze(0))[0]
+            if self.record_key is None:
+                adv = self.attack(self.network, batch.unsqueeze(0), label.unsqueeze(0))[0]
+            else:
+                advs, records = self.attack.with_record(self.network, batch.unsqueeze(0), label.unsqueeze(0))
+                adv, d[self.record_key] = advs[0], attack_record(self.attack, records[0])
             d[key] = convert_to_dst_type(adv, img, dtype=adv.dtype)[0]
         return d

@@ -32,7 +32,7 @@ from .distributed import (
     main_process_handlers,
     rank_zero_call,
 )
-from .files import atomic_open, json_safe, write_json, write_text
+from .files import atomic_open, file_sha256, json_safe, write_json, write_text
 
 __all__ = [
     "CHECKPOINT_FILENAME",
@@ -58,6 +58,7 @@ __all__ = [
     "check_spatial_size",
     "destroy_distributed",
     "device_ids",
+    "file_sha256",
     "get_rank",
     "get_world_size",
     "init_distributed",

@@ -101,8 +101,12 @@ def destroy_distributed() -> None:
     """
     Destroy the default process group, when there is one (the end of a DDP run, its ``finalize``), and reset ignite's
     distributed model, which keeps the group it found for its metrics: later runs in the process are serial again.
+    The ranks first wait for each other, so that none tears the group down while another still works in it (rank 0
+    writing the last checkpoint; a rank that did so was once seen to abort, "terminate called without an active
+    exception").
     """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         idist.finalize()  # destroys the group when ignite had picked it up
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

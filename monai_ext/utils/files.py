@@ -9,6 +9,7 @@ This module imports no other ``monai_ext`` package.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from os import PathLike
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "json_safe", "write_json", "write_text"]
+__all__ = ["atomic_open", "file_sha256", "json_safe", "write_json", "write_text"]
 
 
 @contextmanager
@@ -85,3 +86,12 @@ def write_text(path: str | PathLike, text: str) -> Path:
     with atomic_open(path) as f:
         f.write(text)
     return Path(path)
+
+
+def file_sha256(path: str | PathLike) -> str:
+    """The SHA-256 digest of a file's bytes, as hex: names the exact model a derived dataset was made with."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

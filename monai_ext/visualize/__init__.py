@@ -1,7 +1,9 @@
 """Plots of ``monai_ext`` results, saved as PNG files with matplotlib's object-oriented API (no pyplot, no backend
 switch: importing ``monai_ext`` leaves the caller's matplotlib backend alone)."""
 
+from monai_ext.visualize.bars import plot_condition_bars
 from monai_ext.visualize.curves import plot_robustness_curves, plot_robustness_panels, plot_training_curves
+from monai_ext.visualize.densities import plot_metric_densities
 from monai_ext.visualize.protoseg import (
     plot_layer_scores,
     plot_noise_study,
@@ -13,7 +15,9 @@ from monai_ext.visualize.protoseg import (
 from monai_ext.visualize.segmentation import plot_segmentations
 
 __all__ = [
+    "plot_condition_bars",
     "plot_layer_scores",
+    "plot_metric_densities",
     "plot_noise_study",
     "plot_protoseg_results",
     "plot_robustness_curves",

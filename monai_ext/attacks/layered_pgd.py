@@ -1,0 +1,130 @@
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Layered PGD, method 1 of the robust training paper (Avramidis et al., "Robustness in Medical AI: a training scheme for
+more robust semantic segmentation", draft, eq. 2): a targeted PGD toward the full-area target of each class in turn,
+each pass starting from the previous pass's result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from monai_ext.attacks.base import AttackObjective, LossLike, network_logits
+from monai_ext.attacks.pgd import PGD
+
+__all__ = ["LayeredPGD"]
+
+
+class LayeredPGD(PGD):
+    """
+    Layered PGD: for each class ``c`` of ``classes`` in turn, ``num_steps`` steps of targeted PGD toward the full-area
+    target ``c`` (every pixel of class ``c``), starting from the result of the pass before (the first pass from the
+    clean images, or a random point of the ball with ``random_start``)::
+
+        x_0 = x;   x_k = PGD_{target = classes[k - 1]}(start = x_{k - 1});   x_adv = x_K
+
+    The draft does not say what bounds the chain. By default every step is projected onto the ball of radius ``eps``
+    around the clean images, so the perturbation of the whole chain stays within ``eps`` however many classes there
+    are; with ``per_pass_ball=True`` each pass has its own ball around its start (the first pass's around the clean
+    images, where a random start lies; the chain then moves up to ``len(classes) * eps`` from the clean images). Every step is clipped to ``data_range``.
+
+    Args:
+        eps: radius of the ball in ``unit``, ``>= 0``.
+        alpha: step size in ``unit``, ``>= 0``.
+        num_steps: steps per pass (per class), ``>= 0``; 100 (the paper's) by default.
+        classes: the class order, a sequence of class indices; ``None`` (default) is every class of the network,
+            ``0, 1, ..., C - 1`` (``C`` read from one forward pass; 2 for a single-logit network).
+        per_pass_ball: project each pass onto its own ball around the pass's start instead of one ball around the
+            clean images.
+        norm: ``"linf"`` (default) or ``"l2"``.
+        random_start: start the first pass from a random point of the ball (once, not at every pass: each pass
+            starts where the previous one ended).
+        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.base.to_data_units`.
+        data_range: ``(min, max)`` intensity range of the images.
+        loss: ``"ce"`` (default), ``"dice"`` or a callable; see :py:func:`monai_ext.attacks.base.attack_loss`.
+        seed: seed of the random start; see :py:class:`~monai_ext.attacks.PGD`.
+
+    :py:meth:`with_record` gives, per image, ``{"classes": [...]}``: the class order the chain followed.
+
+    Example::
+
+        attack = LayeredPGD(eps=0.01, alpha=0.00025, num_steps=100, unit="fraction")  # 1% of the range
+        adv = attack(network, images, labels)  # images (B, C, H, W) in [0, 1], labels (B, 1, H, W)
+        adv, records = attack.with_record(network, images, labels)  # records[b]["classes"]: [0, 1, ...]
+    """
+
+    def __init__(
+        self,
+        eps: float,
+        alpha: float,
+        num_steps: int = 100,
+        classes: Sequence[int] | None = None,
+        per_pass_ball: bool = False,
+        norm: str = "linf",
+        random_start: bool = False,
+        unit: str = "levels",
+        data_range: Sequence[float] = (0.0, 1.0),
+        loss: LossLike = "ce",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            eps=eps,
+            alpha=alpha,
+            num_steps=num_steps,
+            norm=norm,
+            random_start=random_start,
+            unit=unit,
+            data_range=data_range,
+            loss=loss,
+            target=None,
+            seed=seed,
+        )
+        self.classes = None if classes is None else self._check_classes(classes)
+        self.per_pass_ball = bool(per_pass_ball)
+
+    @staticmethod
+    def _check_classes(classes: Sequence[int]) -> list[int]:
+        if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence) or len(classes) == 0:
+            raise ValueError(f"classes must be a non-empty sequence of class indices (or None), got {classes!r}.")
+        for c in classes:
+            if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+                raise ValueError(f"classes must hold class indices >= 0, got {list(classes)!r}.")
+        return list(classes)
+
+    def class_order(self, objective: AttackObjective, images: torch.Tensor) -> list[int]:
+        """``classes``, or every class of the network (``0 .. C - 1``, ``C`` from one forward pass on ``images``)."""
+        if self.classes is not None:
+            return list(self.classes)
+        with torch.no_grad():
+            num_classes = max(int(network_logits(objective.network, images).shape[1]), 2)
+        return list(range(num_classes))
+
+    def perturb_with_record(
+        self, objective: AttackObjective, images: torch.Tensor
+    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        classes = self.class_order(objective, images)
+        adv = self.random_init(images, self.eps_data) if self.random_start else images
+        for k, target in enumerate(classes):
+            toward = AttackObjective(objective.network, images, objective.labels, objective.loss, target)
+            center = adv if self.per_pass_ball and k > 0 else images  # a random start lies in the clean ball
+            adv = self.iterate(toward, center, adv)
+        return adv, [{"classes": list(classes)} for _ in range(images.shape[0])]
+
+    def perturb(self, objective: AttackObjective, images: torch.Tensor) -> torch.Tensor:
+        return self.perturb_with_record(objective, images)[0]
+
+    def settings(self) -> dict:
+        settings = {**super().settings(), "classes": self.classes, "per_pass_ball": self.per_pass_ball}
+        del settings["target"]  # one full-area target per pass: ``classes``
+        return settings

@@ -1,0 +1,166 @@
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+The worst case over several attacks per image, as the segmentation ensemble attack SEA of Croce, Singh and Hein,
+"Towards Reliable Evaluation and Fast Training of Robust Semantic Segmentation Models", ECCV 2024,
+https://arxiv.org/abs/2306.12941, keeps per image the result of whichever of its attacks hurt most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from monai.metrics import compute_dice
+from monai.utils import convert_to_dst_type
+from torch import nn
+
+from monai_ext.attacks.apgd import APGD
+from monai_ext.attacks.base import attack_mode, network_logits, two_class_logits
+from monai_ext.attacks.cospgd import CosPGD
+from monai_ext.attacks.segpgd import SegPGD
+from monai_ext.utils.checks import check_callable, check_label_shape, check_positive_int
+
+__all__ = ["WorstCaseAttack", "dice_score", "ensemble_attack"]
+
+AttackLike = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def dice_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """
+    The Dice of each image's prediction (argmax; a single logit ``> 0``) against its labels, the mean over the
+    foreground classes (MONAI's ``compute_dice``, background excluded; a class absent from both counts 1, from the
+    labels only 0).
+
+    Args:
+        logits: ``(B, C, *spatial)``.
+        labels: class indices ``(B, 1, *spatial)``.
+
+    Returns:
+        ``(B,)`` in ``[0, 1]``.
+    """
+    logits = two_class_logits(logits)
+    num_classes = logits.shape[1]
+    pred = F.one_hot(logits.argmax(1), num_classes).movedim(-1, 1)
+    truth = F.one_hot(labels[:, 0].long(), num_classes).movedim(-1, 1)
+    return compute_dice(pred, truth, include_background=False, ignore_empty=False).mean(1)
+
+
+class WorstCaseAttack:
+    """
+    Run several attacks on a batch and keep, per image, the adversarial image with the lowest ``score`` (Dice by
+    default): the worst case over the attacks, never better for the network than any one of them. Ties go to the
+    earlier attack. Each attack sees the clean batch.
+
+    After each call, ``winners`` holds per image the index of the attack whose image was kept, and ``wins`` counts
+    the images each attack won over all calls (``names`` gives the attacks' class names).
+
+    Args:
+        attacks: the attacks, callables ``(network, images, labels) -> images``.
+        score: ``(logits, labels) -> (B,)``, lower is worse for the network; :py:func:`dice_score` by default.
+
+    Example::
+
+        attack = WorstCaseAttack([APGD(8, loss="ce"), APGD(8, loss="jsd"), SegPGD(8, 2, 100)])
+        adv = attack(network, images, labels)  # images (B, C, *spatial), labels (B, 1, *spatial)
+        attack.winners  # (B,) index of the attack kept per image
+    """
+
+    def __init__(
+        self, attacks: Sequence[AttackLike], score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = dice_score
+    ) -> None:
+        if isinstance(attacks, (str, bytes)) or not isinstance(attacks, Sequence) or not attacks:
+            raise ValueError(f"attacks must be a non-empty sequence of attacks, got {attacks!r}.")
+        self.attacks = [check_callable("attacks", a, "a callable (network, images, labels) -> images") for a in attacks]
+        self.score = check_callable("score", score, "a callable (logits, labels) -> per-image scores (B,)")
+        self.names = [type(a).__name__ for a in self.attacks]
+        self.wins = [0] * len(self.attacks)
+        self.winners: torch.Tensor | None = None
+
+    def __call__(self, network: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            network: the network, logits ``(B, C, *spatial)`` in eval mode.
+            images: ``(B, C_in, *spatial)``.
+            labels: true class indices ``(B, 1, *spatial)``.
+
+        Returns:
+            the worst adversarial image per image, as the attacks return them (type, dtype, device of ``images``).
+        """
+        best, best_score, winners = None, None, None
+        for index, attack in enumerate(self.attacks):
+            adv = attack(network, images, labels)
+            score = self._score(network, adv, labels)
+            if best is None:
+                best, best_score, winners = adv, score, torch.zeros_like(score, dtype=torch.long)
+                continue
+            worse = score < best_score
+            best = torch.where(worse.view(-1, *[1] * (adv.ndim - 1)), adv, best)
+            best_score = torch.where(worse, score, best_score)
+            winners = torch.where(worse, index, winners)
+        self.winners = winners.cpu()
+        for index in self.winners.tolist():
+            self.wins[index] += 1
+        return convert_to_dst_type(best, images)[0]
+
+    def _score(self, network: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with attack_mode(network) if isinstance(network, nn.Module) else nullcontext(), torch.no_grad():
+            logits = network_logits(network, images)
+        labels = check_label_shape(labels, logits).to(logits.device)
+        return torch.as_tensor(self.score(logits, labels)).flatten().to(logits.device)
+
+    def settings(self) -> dict:
+        """The attacks' names and settings and the score, for logs and results files."""
+        return {
+            "attacks": [{"name": n, **getattr(a, "settings", dict)()} for n, a in zip(self.names, self.attacks)],
+            "score": getattr(self.score, "__qualname__", repr(self.score)),
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(map(repr, self.attacks))})"
+
+
+def ensemble_attack(
+    eps: float,
+    num_steps: int = 100,
+    norm: str = "linf",
+    unit: str = "levels",
+    data_range: Sequence[float] = (0.0, 1.0),
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = dice_score,
+) -> WorstCaseAttack:
+    """
+    The ensemble this project reports: the worst case per image (:py:class:`WorstCaseAttack`) of APGD with the
+    cross-entropy, APGD with the two SEA losses it implements faithfully (Jensen-Shannon divergence, masked
+    cross-entropy), SegPGD and CosPGD, all untargeted, ``num_steps`` steps each, from the clean images. SegPGD and
+    CosPGD take the step ``alpha = 2.5 eps / num_steps`` (Madry et al.'s rule).
+
+    Args:
+        eps: the budget in ``unit``.
+        num_steps: steps of each attack, ``>= 1``.
+        norm: ``"linf"`` or ``"l2"``.
+        unit: ``"levels"`` or ``"fraction"``.
+        data_range: ``(min, max)`` intensity range of the images.
+        score: see :py:class:`WorstCaseAttack`.
+    """
+    num_steps = check_positive_int("num_steps", num_steps)
+    common = {"norm": norm, "unit": unit, "data_range": data_range}
+    alpha = 2.5 * eps / num_steps
+    return WorstCaseAttack(
+        [
+            APGD(eps, num_steps, loss="ce", **common),
+            APGD(eps, num_steps, loss="jsd", **common),
+            APGD(eps, num_steps, loss="masked_ce", **common),
+            SegPGD(eps, alpha, num_steps, random_start=False, **common),
+            CosPGD(eps, alpha, num_steps, random_start=False, **common),
+        ],
+        score,
+    )

@@ -1,0 +1,67 @@
+"""
+Per-image scores and their summaries, as the deep input transfer paper reports them (Table 1: mean and standard error
+of Dice, FPR and FNR over the test images; Fig. 4: their Gaussian kernel density estimates).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.metrics.confusion_matrix import compute_confusion_matrix_metric
+from scipy.stats import gaussian_kde
+
+__all__ = ["density_curve", "mean_standard_error", "per_image_scores"]
+
+
+def per_image_scores(details: torch.Tensor, metric_name: str | None = None) -> torch.Tensor:
+    """
+    One score per image from the per-image details an evaluator's metric keeps (``engine.state.metric_details``):
+    per-class values ``(N, C)`` (MONAI's ``MeanDice``, ``MeanIoUHandler``), or confusion matrices ``(N, C, 4)``
+    (MONAI's ``ConfusionMatrix``: ``tp, fp, tn, fn``) turned into ``metric_name`` (``"fpr"``, ``"fnr"``, any name of
+    MONAI's ``compute_confusion_matrix_metric``). The classes are averaged, NaN left out (an image without a class).
+
+    Returns:
+        ``(N,)`` float64, NaN for an image with no defined class.
+    """
+    details = torch.as_tensor(details, dtype=torch.float64)
+    if details.ndim == 3 and details.shape[-1] == 4:
+        if metric_name is None:
+            raise ValueError("details are confusion matrices (N, C, 4): give the metric_name to compute from them.")
+        details = compute_confusion_matrix_metric(metric_name, details)
+    if details.ndim == 1:
+        details = details[:, None]
+    if details.ndim != 2:
+        raise ValueError(f"details must be (N, C) values or (N, C, 4) confusion matrices, got {tuple(details.shape)}.")
+    return details.nanmean(dim=1)
+
+
+def mean_standard_error(values: Sequence[float] | torch.Tensor | np.ndarray) -> dict[str, float]:
+    """
+    ``{"mean", "standard_error", "std", "n"}`` of the finite ``values``: the mean, the standard error of the mean
+    ``std / sqrt(n)`` with the sample standard deviation (``ddof=1``), and the count (NaN where undefined).
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    x = x[np.isfinite(x)]
+    n = int(x.size)
+    std = float(x.std(ddof=1)) if n > 1 else math.nan
+    return {
+        "mean": float(x.mean()) if n else math.nan,
+        "standard_error": std / math.sqrt(n) if n > 1 else math.nan,
+        "std": std,
+        "n": n,
+    }
+
+
+def density_curve(values: Sequence[float] | np.ndarray, grid: Sequence[float] | np.ndarray) -> np.ndarray | None:
+    """
+    The Gaussian kernel density estimate of the finite ``values`` (SciPy's ``gaussian_kde``, Scott's bandwidth) on
+    ``grid``; ``None`` when it is undefined (fewer than two distinct values).
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    x = x[np.isfinite(x)]
+    if np.unique(x).size < 2:
+        return None
+    return gaussian_kde(x)(np.asarray(grid, dtype=np.float64))

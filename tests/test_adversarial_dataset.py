@@ -1,0 +1,205 @@
+"""
+Adversarial datasets on disk: the images written are the attack's (floats kept), the recorded signs rebuild them, a
+killed build resumes with every item exactly once, a folder of other settings is refused, two processes under
+torchrun write the dataset one process writes; and ``Attackd``'s record, the image writer, the datalist reader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+from monai.transforms import EnsureChannelFirst, LoadImage
+
+from monai_ext.attacks import LayeredPGD, SignSelectionFGSM
+from monai_ext.data import ImageFileReader, load_adversarial_datalist, load_datalist, make_synthetic_dataset
+from monai_ext.engines import AdversarialDatasetWriter
+from monai_ext.engines.adversarial_dataset import write_image
+from monai_ext.transforms import Attackd
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: the build both the tests and the torchrun processes run: ``build(data, out)``
+BUILD_SCRIPT = """
+import sys
+import torch
+from monai.networks.nets import UNet
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Resized
+from monai_ext.attacks import SignSelectionFGSM
+from monai_ext.data import ImageFileReader, load_datalist
+from monai_ext.engines import AdversarialDatasetWriter
+from monai_ext.transforms import LabelToIndexd, ScaleIntensityToUnitd
+from monai_ext.utils import destroy_distributed, init_distributed
+
+
+def network():
+    torch.manual_seed(0)
+    return UNet(2, 1, 4, channels=(4, 8), strides=(2,), num_res_units=0)
+
+
+def preprocessing():
+    return Compose([
+        LoadImaged(["image", "label"], image_only=True, reader=ImageFileReader),
+        EnsureChannelFirstd(["image", "label"]),
+        LabelToIndexd("label", label_values=[[0], [150], [200], [250]], accept_class_indices=True),
+        ScaleIntensityToUnitd("image", intensity_range=(0, 255)),
+        Resized("image", (24, 24), mode="area"),
+        Resized("label", (24, 24), mode="nearest"),
+    ])
+
+
+def writer(data, out, attack=None, **kwargs):
+    attack = attack or SignSelectionFGSM(0.05, unit="fraction")
+    return AdversarialDatasetWriter(network(), attack, load_datalist(data, "training"), preprocessing(), out,
+                                    progress=False, **kwargs)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    init_distributed("cpu")
+    try:
+        writer(sys.argv[1], sys.argv[2]).run()
+    finally:
+        destroy_distributed()
+"""
+
+
+class Killed(Exception):
+    """Stands for the build being killed."""
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("build")
+    (folder / "build.py").write_text(BUILD_SCRIPT)
+    data = make_synthetic_dataset(folder / "data", num_training=5, num_validation=1, num_test=1, spatial_size=(32, 32))
+    return {"script": folder / "build.py", "data": data, **runpy.run_path(str(folder / "build.py"))}
+
+
+def _read(path: Path) -> torch.Tensor:
+    return EnsureChannelFirst()(LoadImage(reader=ImageFileReader, image_only=True)(str(path))).as_tensor()
+
+
+def _content(root: Path) -> tuple[dict, dict[str, bytes]]:
+    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return json.loads((root / "dataset.json").read_text()), files
+
+
+def test_written_images_are_the_attack_output_and_the_signs_rebuild_them(build: dict, tmp_path: Path) -> None:
+    out = build["writer"](build["data"], tmp_path / "signs").run()
+    document = json.loads(out.read_text())
+    entries = document["training"]
+    assert len(entries) == 5 and document["attack"] == "SignSelectionFGSM"
+    network, preprocessing = build["network"]().eval(), build["preprocessing"]()
+    attack = SignSelectionFGSM(0.05, unit="fraction")
+    for entry in entries:
+        assert entry["settings"] == document["settings"] and len(entry["record"]["signs"]) == 4
+        item = preprocessing({"image": entry["source_image"], "label": entry["source_label"]})
+        clean = item["image"].as_tensor()[None]
+        rebuilt = attack.apply(network, clean, [entry["record"]["signs"]])[0]
+        stored = _read(tmp_path / "signs" / entry["image"])
+        assert stored.dtype == torch.float32 and stored.shape == (1, 24, 24)
+        torch.testing.assert_close(stored, rebuilt * 255.0, rtol=0, atol=0)  # in the source's units, exactly
+        assert torch.equal(_read(tmp_path / "signs" / entry["label"]).float(), item["label"].as_tensor())
+    assert load_adversarial_datalist(tmp_path / "signs") == [
+        {"image": str(tmp_path / "signs" / e["image"]), "label": str(tmp_path / "signs" / e["label"])} for e in entries
+    ]
+
+
+def test_killed_build_resumes_with_every_item_once(build: dict, tmp_path: Path, monkeypatch) -> None:
+    whole = build["writer"](build["data"], tmp_path / "whole", batch_size=2)
+    whole.run()
+    killed = build["writer"](build["data"], tmp_path / "killed", batch_size=2)
+    done, write = [], AdversarialDatasetWriter._write_item
+
+    def kill_on_the_third(self, index, *args):
+        if len(done) == 2:  # killed between the image and the record of the third item
+            (self.output_dir / "images").mkdir(exist_ok=True)
+            (self.output_dir / "images" / f"{self._name(index)}.nii.gz").write_bytes(b"half")
+            raise Killed
+        write(self, index, *args)
+        done.append(index)
+
+    monkeypatch.setattr(AdversarialDatasetWriter, "_write_item", kill_on_the_third)
+    with pytest.raises(Killed):
+        killed.run()
+    monkeypatch.undo()
+    assert not (tmp_path / "killed" / "dataset.json").exists()
+    assert sorted(p.name for p in (tmp_path / "killed" / "records").iterdir()) == ["00000.json", "00001.json"]
+    attacked = []
+    batch = AdversarialDatasetWriter._attack_batch
+    monkeypatch.setattr(AdversarialDatasetWriter, "_attack_batch", lambda s, i: attacked.extend(i) or batch(s, i))
+    build["writer"](build["data"], tmp_path / "killed", batch_size=2).run()
+    assert attacked == [2, 3, 4]  # only the items without a record
+    assert _content(tmp_path / "killed") == _content(tmp_path / "whole")  # every file, byte for byte
+    assert not [p for p in (tmp_path / "killed").rglob("*") if p.name.startswith(".")]  # no temporary file left
+    attacked.clear()
+    build["writer"](build["data"], tmp_path / "killed", batch_size=2).run()
+    assert attacked == []  # complete: nothing to do
+
+
+def test_other_settings_are_refused_unless_overwrite(build: dict, tmp_path: Path) -> None:
+    build["writer"](build["data"], tmp_path).run()
+    before = _content(tmp_path)
+    other = LayeredPGD(0.05, 0.02, num_steps=1, unit="fraction")
+    with pytest.raises(ValueError, match=r"other settings \(attack, settings differ\).*--overwrite True"):
+        build["writer"](build["data"], tmp_path, attack=other).run()
+    assert _content(tmp_path) == before
+    build["writer"](build["data"], tmp_path, attack=other, overwrite=True).run()
+    entries = json.loads((tmp_path / "dataset.json").read_text())["training"]
+    assert [e["record"] for e in entries] == [{"classes": [0, 1, 2, 3]}] * 5
+
+
+@pytest.mark.slow
+def test_torchrun_writes_the_dataset_of_one_process(build: dict, tmp_path: Path) -> None:
+    """Two CPU processes (gloo) build disjoint halves; rank 0 merges: the same files as one process writes."""
+    build["writer"](build["data"], tmp_path / "single").run()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += [str(build["script"]), str(build["data"]), str(tmp_path / "ranks")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _content(tmp_path / "ranks") == _content(tmp_path / "single")
+
+
+def test_write_image_round_trips(tmp_path: Path) -> None:
+    gen = torch.Generator().manual_seed(0)
+    for ext, channels in ((".nii.gz", 1), (".nii", 1), (".tif", 1), (".tif", 3)):
+        image = torch.rand(channels, 7, 5, generator=gen) * 1000 - 3
+        path = write_image(tmp_path / f"x{channels}{ext}", image)
+        assert torch.equal(_read(path), image), (ext, channels)
+    labels = torch.randint(0, 4, (1, 7, 5)).float()
+    assert torch.equal(_read(write_image(tmp_path / "y.nii.gz", labels, np.uint8)).float(), labels)
+    with pytest.raises(ValueError, match="one channel.*\\.tif"):
+        write_image(tmp_path / "z.nii.gz", torch.rand(3, 4, 4))
+    with pytest.raises(ValueError, match="unknown image extension"):
+        write_image(tmp_path / "z.png", torch.rand(1, 4, 4))
+
+
+def test_attackd_records_what_the_attack_chose(build: dict) -> None:
+    network = build["network"]().eval()
+    item = build["preprocessing"]()(load_datalist(build["data"])[0])
+    attack = SignSelectionFGSM(0.05, unit="fraction")
+    out = Attackd("image", attack=attack, network=network, record_key="adversarial")(item)
+    record = out["adversarial"]
+    assert record["attack"] == "SignSelectionFGSM" and record["settings"]["eps"] == 0.05
+    rebuilt = attack.apply(network, item["image"].as_tensor()[None], [record["record"]["signs"]])[0]
+    assert torch.equal(out["image"].as_tensor(), rebuilt)
+    json.dumps(record)  # JSON-able
+    with pytest.raises(ValueError, match="with_record"):
+        Attackd("image", attack=lambda n, x, y: x, network=network, record_key="adversarial")
+
+
+def test_writer_and_datalist_errors(build: dict, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="min-max scaling cannot be inverted"):
+        build["writer"](build["data"], tmp_path, intensity_range="minmax")
+    with pytest.raises(FileNotFoundError, match="holds no dataset.json: build the adversarial dataset first"):
+        load_adversarial_datalist([tmp_path])
