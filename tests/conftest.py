@@ -55,6 +55,30 @@ def tiny(bundle: str) -> dict[str, Any]:
     return dict(TINY.get(bundle, DEFAULT_TINY))
 
 
+def attack_case(
+    batch: int, in_channels: int, out_channels: int, spatial: Sequence[int], data_range: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images ``(batch, in_channels, *spatial)`` in ``data_range``, a tenth of the values on each bound of it,
+    and random labels ``(batch, 1, *spatial)`` of ``max(out_channels, 2)`` classes (torch's global generator)."""
+    low, high = data_range
+    images = torch.rand(batch, in_channels, *spatial) * (high - low) + low
+    images[torch.rand_like(images) < 0.1] = low
+    images[torch.rand_like(images) < 0.1] = high
+    return images, torch.randint(0, max(out_channels, 2), (batch, 1, *spatial))
+
+
+def assert_in_ball_and_range(
+    adv: torch.Tensor, images: torch.Tensor, eps_data: float, norm: str, data_range: Sequence[float]
+) -> None:
+    """``adv`` has the shape of ``images``, lies in ``data_range`` and in the ``norm`` (``"linf"`` or ``"l2"``, per
+    sample) ball of radius ``eps_data`` around ``images``."""
+    assert adv.shape == images.shape and adv.min() >= data_range[0] and adv.max() <= data_range[1]
+    if norm == "linf":
+        assert (adv - images).abs().max() <= eps_data + 1e-6
+    else:
+        assert (adv - images).flatten(1).norm(dim=1).max() <= eps_data + 1e-5
+
+
 def config_files(bundle: str, configs: str | Sequence[str]) -> list[str]:
     """
     Paths of a config chain: ``"train"`` or ``["train", "evaluate"]`` (names under ``bundles/<bundle>/configs/``, with

@@ -1,7 +1,8 @@
 """
 Adversarial datasets on disk: the images written are the attack's (floats kept), the recorded signs rebuild them, a
-killed build resumes with every item exactly once, a folder of other settings is refused, two processes under
-torchrun write the dataset one process writes; and ``Attackd``'s record, the image writer, the datalist reader.
+folder of other settings is refused, two processes under torchrun write the dataset one process writes; and
+``Attackd``'s record (per sample and batched), the datalist reader. Resuming after a kill and the image files are
+``DatasetWriter``'s, which the builds run on: tests/test_dataset_writer.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import REPO
@@ -21,8 +21,6 @@ from monai.transforms import EnsureChannelFirst, LoadImage
 
 from monai_ext.attacks import LayeredPGD, SignSelectionFGSM
 from monai_ext.data import ImageFileReader, load_adversarial_datalist, load_datalist, make_synthetic_dataset
-from monai_ext.engines import AdversarialDatasetWriter
-from monai_ext.engines.adversarial_dataset import write_image
 from monai_ext.transforms import Attackd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,10 +70,6 @@ if __name__ == "__main__":
 """
 
 
-class Killed(Exception):
-    """Stands for the build being killed."""
-
-
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("build")
@@ -94,17 +88,21 @@ def _content(root: Path) -> tuple[dict, dict[str, bytes]]:
 
 
 def test_written_images_are_the_attack_output_and_the_signs_rebuild_them(build: dict, tmp_path: Path) -> None:
-    out = build["writer"](build["data"], tmp_path / "signs").run()
+    out = build["writer"](build["data"], tmp_path / "signs", batch_size=2).run()  # batches of 2, 2 and 1 items
     document = json.loads(out.read_text())
     entries = document["training"]
-    assert len(entries) == 5 and document["attack"] == "SignSelectionFGSM"
+    assert len(entries) == 5 and document["settings"]["attack"] == "SignSelectionFGSM"
+    assert document["complete"] == {"training": True}
+    attack_settings = document["settings"]["settings"]
     network, preprocessing = build["network"]().eval(), build["preprocessing"]()
     attack = SignSelectionFGSM(0.05, unit="fraction")
-    for entry in entries:
-        assert entry["settings"] == document["settings"] and len(entry["record"]["signs"]) == 4
-        item = preprocessing({"image": entry["source_image"], "label": entry["source_label"]})
+    for entry, source in zip(entries, load_datalist(build["data"], "training"), strict=True):
+        adversarial = entry["adversarial"]
+        assert adversarial["attack"] == "SignSelectionFGSM" and adversarial["settings"] == attack_settings
+        assert entry["source"] == source and len(adversarial["record"]["signs"]) == 4
+        item = preprocessing(dict(entry["source"]))
         clean = item["image"].as_tensor()[None]
-        rebuilt = attack.apply(network, clean, [entry["record"]["signs"]])[0]
+        rebuilt = attack.apply(network, clean, [adversarial["record"]["signs"]])[0]
         stored = _read(tmp_path / "signs" / entry["image"])
         assert stored.dtype == torch.float32 and stored.shape == (1, 24, 24)
         torch.testing.assert_close(stored, rebuilt * 255.0, rtol=0, atol=0)  # in the source's units, exactly
@@ -114,48 +112,16 @@ def test_written_images_are_the_attack_output_and_the_signs_rebuild_them(build: 
     ]
 
 
-def test_killed_build_resumes_with_every_item_once(build: dict, tmp_path: Path, monkeypatch) -> None:
-    whole = build["writer"](build["data"], tmp_path / "whole", batch_size=2)
-    whole.run()
-    killed = build["writer"](build["data"], tmp_path / "killed", batch_size=2)
-    done, write = [], AdversarialDatasetWriter._write_item
-
-    def kill_on_the_third(self, index, *args):
-        if len(done) == 2:  # killed between the image and the record of the third item
-            (self.output_dir / "images").mkdir(exist_ok=True)
-            (self.output_dir / "images" / f"{self._name(index)}.nii.gz").write_bytes(b"half")
-            raise Killed
-        write(self, index, *args)
-        done.append(index)
-
-    monkeypatch.setattr(AdversarialDatasetWriter, "_write_item", kill_on_the_third)
-    with pytest.raises(Killed):
-        killed.run()
-    monkeypatch.undo()
-    assert not (tmp_path / "killed" / "dataset.json").exists()
-    assert sorted(p.name for p in (tmp_path / "killed" / "records").iterdir()) == ["00000.json", "00001.json"]
-    attacked = []
-    batch = AdversarialDatasetWriter._attack_batch
-    monkeypatch.setattr(AdversarialDatasetWriter, "_attack_batch", lambda s, i: attacked.extend(i) or batch(s, i))
-    build["writer"](build["data"], tmp_path / "killed", batch_size=2).run()
-    assert attacked == [2, 3, 4]  # only the items without a record
-    assert _content(tmp_path / "killed") == _content(tmp_path / "whole")  # every file, byte for byte
-    assert not [p for p in (tmp_path / "killed").rglob("*") if p.name.startswith(".")]  # no temporary file left
-    attacked.clear()
-    build["writer"](build["data"], tmp_path / "killed", batch_size=2).run()
-    assert attacked == []  # complete: nothing to do
-
-
 def test_other_settings_are_refused_unless_overwrite(build: dict, tmp_path: Path) -> None:
     build["writer"](build["data"], tmp_path).run()
     before = _content(tmp_path)
     other = LayeredPGD(0.05, 0.02, num_steps=1, unit="fraction")
-    with pytest.raises(ValueError, match=r"other settings \(attack, settings differ\).*--overwrite True"):
+    with pytest.raises(ValueError, match=r"other settings \(attack, settings differ.*--overwrite True"):
         build["writer"](build["data"], tmp_path, attack=other).run()
     assert _content(tmp_path) == before
     build["writer"](build["data"], tmp_path, attack=other, overwrite=True).run()
     entries = json.loads((tmp_path / "dataset.json").read_text())["training"]
-    assert [e["record"] for e in entries] == [{"classes": [0, 1, 2, 3]}] * 5
+    assert [e["adversarial"]["record"] for e in entries] == [{"classes": [0, 1, 2, 3]}] * 5
 
 
 @pytest.mark.slow
@@ -170,20 +136,6 @@ def test_torchrun_writes_the_dataset_of_one_process(build: dict, tmp_path: Path)
     assert _content(tmp_path / "ranks") == _content(tmp_path / "single")
 
 
-def test_write_image_round_trips(tmp_path: Path) -> None:
-    gen = torch.Generator().manual_seed(0)
-    for ext, channels in ((".nii.gz", 1), (".nii", 1), (".tif", 1), (".tif", 3)):
-        image = torch.rand(channels, 7, 5, generator=gen) * 1000 - 3
-        path = write_image(tmp_path / f"x{channels}{ext}", image)
-        assert torch.equal(_read(path), image), (ext, channels)
-    labels = torch.randint(0, 4, (1, 7, 5)).float()
-    assert torch.equal(_read(write_image(tmp_path / "y.nii.gz", labels, np.uint8)).float(), labels)
-    with pytest.raises(ValueError, match="one channel.*\\.tif"):
-        write_image(tmp_path / "z.nii.gz", torch.rand(3, 4, 4))
-    with pytest.raises(ValueError, match="unknown image extension"):
-        write_image(tmp_path / "z.png", torch.rand(1, 4, 4))
-
-
 def test_attackd_records_what_the_attack_chose(build: dict) -> None:
     network = build["network"]().eval()
     item = build["preprocessing"]()(load_datalist(build["data"])[0])
@@ -194,6 +146,13 @@ def test_attackd_records_what_the_attack_chose(build: dict) -> None:
     rebuilt = attack.apply(network, item["image"].as_tensor()[None], [record["record"]["signs"]])[0]
     assert torch.equal(out["image"].as_tensor(), rebuilt)
     json.dumps(record)  # JSON-able
+    items = [build["preprocessing"]()(d) for d in load_datalist(build["data"])[:3]]
+    batch = {k: torch.stack([i[k].as_tensor() for i in items]) for k in ("image", "label")}
+    batched = Attackd("image", attack=attack, network=network, record_key="adversarial", batched=True)(batch)
+    alone = [Attackd("image", attack=attack, network=network, record_key="adversarial")(i) for i in items]
+    for record, one in zip(batched["adversarial"], alone, strict=True):  # one record per image, the image's own
+        assert record["record"]["signs"] == one["adversarial"]["record"]["signs"]
+        assert record["record"]["loss"] == pytest.approx(one["adversarial"]["record"]["loss"], rel=1e-5)
     with pytest.raises(ValueError, match="with_record"):
         Attackd("image", attack=lambda n, x, y: x, network=network, record_key="adversarial")
 

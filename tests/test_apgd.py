@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_in_ball_and_range, attack_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -83,22 +84,14 @@ def test_stays_in_ball_and_range(
     norm, loss, spatial_dims, out_channels, targeted, num_steps, eps_fraction, data_range, seed
 ):
     torch.manual_seed(seed)
-    low, high = data_range
     spatial = (6, 6) if spatial_dims == 2 else (4, 4, 4)
     conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
     net = nn.Sequential(conv(1, 3, 3, padding=1), nn.Tanh(), conv(3, out_channels, 1)).eval()
-    images = torch.rand(2, 1, *spatial) * (high - low) + low
-    images[torch.rand_like(images) < 0.1] = low
-    labels = torch.randint(0, max(out_channels, 2), (2, 1, *spatial))
+    images, labels = attack_case(2, 1, out_channels, spatial, data_range)
     eps = eps_fraction * (32.0 if norm == "linf" else 256.0)
     target = "inverse" if targeted and loss != "masked_ce" else None
     adv = APGD(eps, num_steps, norm=norm, data_range=data_range, loss=loss, target=target)(net, images, labels)
-    assert adv.shape == images.shape and adv.min() >= low and adv.max() <= high
-    eps_data = to_data_units(eps, "levels", data_range)
-    if norm == "linf":
-        assert (adv - images).abs().max() <= eps_data + 1e-6
-    else:
-        assert (adv - images).flatten(1).norm(dim=1).max() <= eps_data + 1e-5
+    assert_in_ball_and_range(adv, images, to_data_units(eps, "levels", data_range), norm, data_range)
 
 
 def test_sea_losses_by_hand():

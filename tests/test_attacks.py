@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_in_ball_and_range, attack_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from monai.data import DataLoader, Dataset, MetaTensor
@@ -109,11 +110,7 @@ def test_attacks_stay_in_ball_and_range(
     spatial = (size,) * 2 if spatial_dims == 2 else (min(size, 6),) * 3
     eps = eps_fraction * (32.0 if unit == "levels" else 0.125)  # up to 32 levels or 1/8 of the range
     net = TinyNet(spatial_dims, in_channels, out_channels, hidden=4)
-    low, high = data_range
-    images = torch.rand(batch, in_channels, *spatial) * (high - low) + low
-    images[torch.rand_like(images) < 0.1] = low  # values on the boundary of the data range
-    images[torch.rand_like(images) < 0.1] = high
-    labels = torch.randint(0, max(out_channels, 2), (batch, 1, *spatial))
+    images, labels = attack_case(batch, in_channels, out_channels, spatial, data_range)
     common = {"unit": unit, "data_range": data_range, "loss": loss}
     alpha = eps / 4
     attack = {
@@ -125,13 +122,9 @@ def test_attacks_stay_in_ball_and_range(
     }[kind]()
     adv = attack(net, images, labels)
 
-    assert adv.shape == images.shape and adv.dtype == images.dtype and not adv.requires_grad
-    assert adv.min() >= low and adv.max() <= high
-    eps_data = to_data_units(attack.eps, unit, data_range)
-    if kind == "pgd_l2":
-        assert (adv - images).flatten(1).norm(dim=1).max() <= eps_data + 1e-5
-    else:
-        assert (adv - images).abs().max() <= eps_data + 1e-6
+    assert adv.dtype == images.dtype and not adv.requires_grad
+    norm = "l2" if kind == "pgd_l2" else "linf"
+    assert_in_ball_and_range(adv, images, to_data_units(attack.eps, unit, data_range), norm, data_range)
 
 
 # ------------------------------------------------------------------------------------------------ behaviour

@@ -38,7 +38,7 @@ def test_every_stage_on_the_synthetic_data(study: tuple[Path, str]) -> None:
         entries = json.loads((work / "adversarial" / name / "dataset.json").read_text())["training"]
         assert len(entries) == 16  # every training image of the synthetic set
         key = "classes" if name == "layered_pgd" else "signs"
-        assert all(len(e["record"][key]) == 4 for e in entries)
+        assert all(len(e["adversarial"]["record"][key]) == 4 for e in entries)
     for folder in ("models", *(f"models/{m}" for m in ("layered_pgd", "sign_selection", "combined", "pgd_training"))):
         trainer = torch.load(work / folder / "checkpoint.pt", weights_only=True)["trainer"]
         epochs = 1 if folder.endswith("combined") else 3  # model 4: epochs cut by two thirds

@@ -1,5 +1,6 @@
 """``DatasetWriter``: exact NIfTI files and a decathlon dataset.json, resumed after a kill with every item exactly once,
-refusing other settings, and ranks' shares merged into the file one process writes."""
+refusing other settings, and ranks' shares merged into the file one process writes; ``write_image``'s formats read back
+exactly."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from monai.transforms import EnsureChannelFirst, LoadImage
 
-from monai_ext.data import DatasetWriter, load_datalist
+from monai_ext.data import DatasetWriter, ImageFileReader, load_datalist, write_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,6 +88,7 @@ def test_killed_run_resumes_with_every_item_once(tmp_path: Path) -> None:
     again = _Transform()
     _writer(tmp_path / "killed", transform=again).run(_datalist(), "training")
     assert again.calls == [f"/data/case{i}.png" for i in range(3, 7)]  # only what was missing
+    assert not [p for p in (tmp_path / "killed").rglob("*") if p.name.startswith(".")]
     assert (tmp_path / "killed" / "dataset.json").read_text() == (whole / "dataset.json").read_text().replace(
         str(tmp_path / "whole"), str(tmp_path / "killed")
     )
@@ -94,6 +96,9 @@ def test_killed_run_resumes_with_every_item_once(tmp_path: Path) -> None:
         for i in range(7):
             path = f"{name}/case{i}.nii.gz"
             assert (tmp_path / "killed" / path).read_bytes() == (whole / path).read_bytes()
+    again.calls.clear()
+    _writer(tmp_path / "killed", transform=again).run(_datalist(), "training")
+    assert again.calls == []  # complete: nothing to do
     _writer(tmp_path / "killed", transform=again).run(_datalist(), "validation")
     content = json.loads((tmp_path / "killed" / "dataset.json").read_text())
     assert len(content["training"]) == 7 and len(content["validation"]) == 7  # splits kept side by side
@@ -101,7 +106,7 @@ def test_killed_run_resumes_with_every_item_once(tmp_path: Path) -> None:
 
 def test_other_settings_refused_unless_overwrite(tmp_path: Path) -> None:
     _writer(tmp_path, transform=_Transform()).run(_datalist(3), "training")
-    with pytest.raises(ValueError, match=r"other settings .*overwrite"):
+    with pytest.raises(ValueError, match=r"other settings \(gamma differ.*overwrite"):
         _writer(tmp_path, transform=_Transform(), settings={"gamma": 0.1}).run(_datalist(3), "training")
     again = _Transform()
     _writer(tmp_path, transform=again, settings={"gamma": 0.1}, overwrite=True).run(_datalist(3), "training")
@@ -119,3 +124,22 @@ def test_ranks_share_the_items(tmp_path: Path) -> None:
     merged = _writer(tmp_path / "ranks", transform=_Transform()).merge(_datalist(), "training")
     expected = json.loads((whole / "dataset.json").read_text())
     assert json.dumps(merged).replace("ranks", "whole") == json.dumps(expected)
+
+
+def test_write_image_round_trips(tmp_path: Path) -> None:
+    gen = torch.Generator().manual_seed(0)
+    for ext, channels in ((".nii.gz", 1), (".nii", 1), (".tif", 1), (".tif", 3)):
+        image = torch.rand(channels, 7, 5, generator=gen) * 1000 - 3
+        path = write_image(tmp_path / f"x{channels}{ext}", image, channel_dim=None)
+        read = EnsureChannelFirst()(LoadImage(reader=ImageFileReader, image_only=True)(str(path))).as_tensor()
+        assert torch.equal(read, image), (ext, channels)  # as a PNG of the same image reads
+    image = torch.rand(3, 7, 5, generator=gen)
+    assert np.array_equal(_read(str(write_image(tmp_path / "c.nii.gz", image))), image.numpy())  # channels last
+    labels = torch.randint(0, 4, (1, 7, 5)).float()
+    assert np.array_equal(_read(str(write_image(tmp_path / "y.nii.gz", labels, np.uint8))), labels.numpy())
+    with pytest.raises(ValueError, match="do not fit uint8"):
+        write_image(tmp_path / "y.nii.gz", labels + 255, np.uint8)
+    with pytest.raises(ValueError, match="one channel.*\\.tif"):
+        write_image(tmp_path / "z.nii.gz", torch.rand(3, 4, 4), channel_dim=None)
+    with pytest.raises(ValueError, match="unknown image extension"):
+        write_image(tmp_path / "z.png", torch.rand(1, 4, 4))

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_in_ball_and_range, attack_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -177,22 +178,14 @@ def test_stay_in_ball_and_range(
     kind, norm, spatial_dims, out_channels, targeted, random_start, eps_fraction, data_range, seed
 ):
     torch.manual_seed(seed)
-    low, high = data_range
     spatial = (6, 6) if spatial_dims == 2 else (4, 4, 4)
-    images = torch.rand(2, 1, *spatial) * (high - low) + low
-    images[torch.rand_like(images) < 0.1] = high  # values on the boundary of the data range
-    labels = torch.randint(0, max(out_channels, 2), (2, 1, *spatial))
+    images, labels = attack_case(2, 1, out_channels, spatial, data_range)
     eps = eps_fraction * (32.0 if norm == "linf" else 256.0)
     cls = SegPGD if kind == "segpgd" else CosPGD
     attack = cls(eps, eps / 3, 4, norm=norm, random_start=random_start, data_range=data_range,
                  target="inverse" if targeted else None, seed=seed)  # fmt: skip
     adv = attack(_net(spatial_dims, out_channels, hidden=3, seed=seed), images, labels)
-    assert adv.shape == images.shape and adv.min() >= low and adv.max() <= high
-    eps_data = to_data_units(eps, "levels", data_range)
-    if norm == "linf":
-        assert (adv - images).abs().max() <= eps_data + 1e-6
-    else:
-        assert (adv - images).flatten(1).norm(dim=1).max() <= eps_data + 1e-5
+    assert_in_ball_and_range(adv, images, to_data_units(eps, "levels", data_range), norm, data_range)
 
 
 # ------------------------------------------------------------------------------------------ behaviour and doors

@@ -14,6 +14,7 @@ ICLR 2018, https://arxiv.org/abs/1706.06083; the attack of the robust training p
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -21,7 +22,7 @@ import torch
 from monai_ext.attacks.base import NORMS, Attack, AttackObjective, LossLike, TargetLike, project
 from monai_ext.utils.checks import check_choice, check_non_negative, check_non_negative_int
 
-__all__ = ["PGD"]
+__all__ = ["PGD", "PixelWeightedPGD"]
 
 
 class PGD(Attack):
@@ -146,3 +147,41 @@ class PGD(Attack):
             "random_start": self.random_start,
             "seed": self.seed,
         }
+
+
+class PixelWeightedPGD(PGD):
+    """
+    PGD (:py:class:`PGD`: the same steps, ball, projection and random start) on the per-pixel cross-entropy weighted
+    per pixel by the prediction at the current iterate, the weighted loss of each step given by :py:meth:`step_loss`:
+    the base of :py:class:`~monai_ext.attacks.SegPGD` and :py:class:`~monai_ext.attacks.CosPGD`, which define it.
+
+    Args:
+        eps: radius of the ball in ``unit``, ``>= 0``.
+        alpha: step size in ``unit``, ``>= 0``.
+        num_steps: number of iterations ``T``, ``>= 0``.
+        norm: ``"linf"`` (default) or ``"l2"``; see :py:class:`PGD`.
+        random_start: start from a random point of the ball (default, as in both papers) or from the clean images.
+        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.base.to_data_units`.
+        data_range: ``(min, max)`` intensity range of the images.
+        target: ``None`` (untargeted, default), ``"inverse"``, a class index or a callable; see
+            :py:func:`monai_ext.attacks.base.resolve_target`.
+        seed: seed of the random start; see :py:class:`PGD`.
+    """
+
+    def __init__(
+        self,
+        eps: float,
+        alpha: float,
+        num_steps: int,
+        norm: str = "linf",
+        random_start: bool = True,
+        unit: str = "levels",
+        data_range: Sequence[float] = (0.0, 1.0),
+        target: TargetLike = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(eps, alpha, num_steps, norm, random_start, unit, data_range, "ce", target, seed)
+
+    @abstractmethod
+    def step_loss(self, step: int) -> LossLike:
+        """The weighted cross-entropy of step ``step`` (0-based), ``(logits, labels) -> scalar``."""

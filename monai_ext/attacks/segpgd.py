@@ -16,12 +16,11 @@ the pixels still classified correctly to the pixels already fooled as the steps 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import torch
 
-from monai_ext.attacks.base import TargetLike, pixel_losses, two_class_logits
-from monai_ext.attacks.pgd import PGD
+from monai_ext.attacks.base import pixel_losses, two_class_logits
+from monai_ext.attacks.pgd import PixelWeightedPGD
 
 __all__ = ["SegPGD", "segpgd_loss", "segpgd_weights"]
 
@@ -64,7 +63,7 @@ def segpgd_loss(
     return (weights * pixel_losses(logits, labels, "ce")).mean()
 
 
-class SegPGD(PGD):
+class SegPGD(PixelWeightedPGD):
     """
     SegPGD: PGD (:py:class:`~monai_ext.attacks.PGD`: the same steps, ball, projection and random start) on the
     loss of :py:func:`segpgd_loss` at each step ``t`` of ``T``,
@@ -77,37 +76,14 @@ class SegPGD(PGD):
     the weight ``1 - lambda_t`` falls on the pixels not yet at the target. 2D and 3D, ``C >= 2`` classes or one
     logit (taken as the two-class logits ``(0, z)``).
 
-    Args:
-        eps: radius of the ball in ``unit``, ``>= 0``.
-        alpha: step size in ``unit``, ``>= 0``.
-        num_steps: number of iterations ``T``, ``>= 0``.
-        norm: ``"linf"`` (default) or ``"l2"``; see :py:class:`~monai_ext.attacks.PGD`.
-        random_start: start from a random point of the ball (default, as in the paper) or from the clean images.
-        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.base.to_data_units`.
-        data_range: ``(min, max)`` intensity range of the images.
-        target: ``None`` (untargeted, default), ``"inverse"``, a class index or a callable; see
-            :py:func:`monai_ext.attacks.base.resolve_target`.
-        seed: seed of the random start; see :py:class:`~monai_ext.attacks.PGD`.
+    Args: those of :py:class:`~monai_ext.attacks.pgd.PixelWeightedPGD` (:py:class:`~monai_ext.attacks.PGD`'s but
+        ``loss``).
 
     Example::
 
         attack = SegPGD(eps=8, alpha=2, num_steps=20)
         adv = attack(network, images, labels)  # images (B, C, H, W[, D]) in [0, 1], labels (B, 1, H, W[, D])
     """
-
-    def __init__(
-        self,
-        eps: float,
-        alpha: float,
-        num_steps: int,
-        norm: str = "linf",
-        random_start: bool = True,
-        unit: str = "levels",
-        data_range: Sequence[float] = (0.0, 1.0),
-        target: TargetLike = None,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(eps, alpha, num_steps, norm, random_start, unit, data_range, "ce", target, seed)
 
     def step_loss(self, step: int) -> functools.partial:
         return functools.partial(segpgd_loss, step=step, num_steps=self.num_steps, targeted=self.target is not None)

@@ -19,10 +19,11 @@ from monai_ext.data.dataset import CacheDataset, item_files
 from monai_ext.data.label_check import check_label_content
 from monai_ext.data.readers import ImageFileReader
 from monai_ext.data.synthetic import SYNTHETIC_LABELS, make_synthetic_dataset, synthetic_phantom
-from monai_ext.data.writer import DatasetWriter, nifti_bytes
+from monai_ext.data.writer import IMAGE_EXTENSIONS, DatasetWriter, nifti_bytes, write_image
 
 __all__ = [
     "DATALIST_FILENAME",
+    "IMAGE_EXTENSIONS",
     "IMAGE_SUFFIXES",
     "SPLITS",
     "SYNTHETIC_LABELS",
@@ -41,4 +42,5 @@ __all__ = [
     "resolve_dataset_dir",
     "split_stems",
     "synthetic_phantom",
+    "write_image",
 ]

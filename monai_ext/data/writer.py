@@ -1,11 +1,12 @@
 """
-``DatasetWriter``: a dataset derived item by item from another (perturbed, attacked) written to a folder of NIfTI files
-with a decathlon ``dataset.json``; resumable after a kill, every file written atomically.
+``DatasetWriter``: a dataset derived item by item from another (perturbed, attacked) written to a folder of NIfTI or
+TIFF files with a decathlon ``dataset.json``; resumable after a kill, every file written atomically.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 import shutil
@@ -16,18 +17,19 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import tifffile
 import torch
 from monai.data import decollate_batch, list_data_collate
 from monai.utils import optional_import
 
 from monai_ext.data.datalist import DATALIST_FILENAME, SPLITS, file_stem
-from monai_ext.utils.checks import check_positive_int
+from monai_ext.utils.checks import check_choice, check_positive_int
 from monai_ext.utils.distributed import get_rank, get_world_size, rank_zero_call
 from monai_ext.utils.files import atomic_open, json_safe, write_json
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
-__all__ = ["DatasetWriter", "nifti_bytes"]
+__all__ = ["IMAGE_EXTENSIONS", "DatasetWriter", "nifti_bytes", "write_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +37,77 @@ logger = logging.getLogger(__name__)
 SETTINGS_FILENAME = "settings.json"
 #: the folder of the per-item records (one JSON file per item and split: written last, it marks the item done).
 ENTRIES_DIR = "entries"
+#: file formats of the written arrays: NIfTI (gzipped or not) or TIFF (2D, one or three channels)
+IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff")
+#: the TIFF photometric interpretation per channel count
+_PHOTOMETRIC = {1: "minisblack", 3: "rgb"}
 
 
-def nifti_bytes(array: np.ndarray) -> bytes:
+def nifti_bytes(array: np.ndarray, channel_dim: int | None = -1, compress: bool = True) -> bytes:
     """
-    A gzipped NIfTI-1 file holding ``array`` (channel-first ``(C, *spatial)``) exactly, as ``(*spatial, C)`` with an
-    identity affine: MONAI reads it back with ``LoadImage(reader="NibabelReader")`` and ``EnsureChannelFirst(
-    channel_dim=-1)``.
+    A NIfTI-1 file (gzipped with ``compress``) holding ``array`` (channel-first ``(C, *spatial)``) exactly, with an
+    identity affine.
+
+    Args:
+        array: ``(C, *spatial)``.
+        channel_dim: ``-1``: stored as ``(*spatial, C)``, read back with ``LoadImage(reader="NibabelReader")`` and
+            ``EnsureChannelFirst(channel_dim=-1)``; ``None``: one channel, stored as ``(*spatial)``, read back with
+            ``LoadImage`` and ``EnsureChannelFirst()`` (as a PNG of the same image is).
+        compress: gzip the file (``.nii.gz``).
     """
-    image = nib.Nifti1Image(np.ascontiguousarray(np.moveaxis(array, 0, -1)), np.eye(4))
-    return gzip.compress(image.to_bytes(), compresslevel=1, mtime=0)
+    if channel_dim not in (-1, None):
+        raise ValueError(f"channel_dim must be -1 or None, got {channel_dim!r}.")
+    if channel_dim is None and array.shape[0] != 1:
+        raise ValueError(
+            f"a NIfTI file without a channel axis holds one channel, got {array.shape[0]}: write a multi-channel 2D "
+            "image as .tif (float TIFF keeps it exact), or with channel_dim=-1."
+        )
+    data = array[0] if channel_dim is None else np.moveaxis(array, 0, -1)
+    content = nib.Nifti1Image(np.ascontiguousarray(data), np.eye(4)).to_bytes()
+    return gzip.compress(content, compresslevel=1, mtime=0) if compress else content
+
+
+def write_image(
+    path: str | PathLike, array: torch.Tensor | np.ndarray, dtype: Any = np.float32, channel_dim: int | None = -1
+) -> Path:
+    """
+    Write a channel-first array ``(C, *spatial)`` atomically as ``dtype``, exactly (float32 values as they are, no
+    scaling; integer values that ``dtype`` cannot hold are refused).
+
+    - ``.nii.gz`` / ``.nii``: NIfTI with an identity affine (:py:func:`nifti_bytes`, ``channel_dim``);
+    - ``.tif`` / ``.tiff``: a 2D image ``(C, W, H)`` (the axis order MONAI's ``LoadImage`` gives a PNG) of one or three
+      channels, as ``(H, W, C)`` rows, read back with ``LoadImage(reader=monai_ext.data.ImageFileReader)`` and
+      ``EnsureChannelFirst()``.
+
+    Args:
+        path: the file; its extension picks the format.
+        array: ``(C, *spatial)``.
+        dtype: the dtype on disk (``np.float32`` keeps float images exact; ``np.uint8`` for class indices).
+        channel_dim: NIfTI only: ``-1`` or ``None`` (see :py:func:`nifti_bytes`).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    ext = next((e for e in IMAGE_EXTENSIONS if path.name.lower().endswith(e)), None)
+    if ext is None:
+        raise ValueError(f"{path.name}: unknown image extension, must be one of {', '.join(IMAGE_EXTENSIONS)}.")
+    values = _as_numpy(array)
+    data = values.astype(dtype)
+    if np.issubdtype(data.dtype, np.integer) and not np.array_equal(data, values):
+        raise ValueError(f"{path.name}: the values (from {values.min()} to {values.max()}) do not fit {data.dtype}.")
+    if ext in (".nii.gz", ".nii"):
+        content = nifti_bytes(data, channel_dim, compress=ext == ".nii.gz")
+    else:
+        if data.ndim != 3 or data.shape[0] not in (1, 3):
+            raise ValueError(f"{path.name}: a TIFF holds a 2D image of 1 or 3 channels, got shape {data.shape}.")
+        buffer = io.BytesIO()
+        rows = data.transpose(2, 1, 0)  # (C, W, H) -> (H, W, C)
+        tifffile.imwrite(buffer, rows[..., 0] if data.shape[0] == 1 else rows, photometric=_PHOTOMETRIC[data.shape[0]])
+        content = buffer.getvalue()
+    with atomic_open(path, "wb") as f:
+        f.write(content)
+    return path
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -61,10 +124,11 @@ class DatasetWriter:
     (loading, preprocessing and any per-item change, such as ``monai_ext.transforms.Attackd``) and optionally
     ``batch_transform`` over batches of ``batch_size`` collated items (``GradientPerturbationd(batched=True)``,
     which stops each image early inside a batch); then the arrays at ``save_keys`` go to
-    ``<output_dir>/<key>/<name>.nii.gz`` (the name is the stem of the item's ``name_key`` file) in the dtype given,
-    exact (float32 values are stored as they are, no scaling), and the values at ``record_keys`` (the steps GP took,
-    an attack's record) with the source files to the item's entry in ``<output_dir>/dataset.json``, a decathlon
-    datalist that ``monai_ext.data.load_datalist`` and MONAI's ``load_decathlon_datalist`` read.
+    ``<output_dir>/<key>/<name><image_ext>`` (the name is the stem of the item's ``name_key`` file) in the dtype
+    given, exact (:py:func:`write_image`: float32 values are stored as they are, no scaling), and the values at
+    ``record_keys`` (the steps GP took, ``Attackd``'s record of an attack) with the source files to the item's entry
+    in ``<output_dir>/dataset.json``, a decathlon datalist that ``monai_ext.data.load_datalist`` and MONAI's
+    ``load_decathlon_datalist`` read.
 
     - Progress: a tqdm bar over the items (``progress``).
     - Atomic: every file is written to a temporary name and renamed (:py:func:`monai_ext.utils.atomic_open`).
@@ -90,13 +154,17 @@ class DatasetWriter:
             arrays already.
         batch_transform: collated batch -> batch, run on ``batch_size`` items at a time; ``None`` for none.
         save_keys: key -> NumPy dtype name (``"float32"``, ``"uint8"``) of the arrays to write.
-        record_keys: keys of values (numbers, bools, 0-d tensors, JSON-able dicts) recorded in each entry.
+        record_keys: keys of values (numbers, bools, 0-d tensors, JSON-able dicts) recorded in each entry. After
+            ``batch_transform``, a record given as a list holds one value per item (``Attackd(batched=True)``'s).
         batch_size: items per ``batch_transform`` call.
         settings: JSON-able settings that made the data (a GP's or attack's ``settings()``, the model's digest),
             written to ``dataset.json`` and checked on resume.
         name_key: the key whose source file names the item.
         overwrite: replace a folder written with other settings.
         progress: show a tqdm progress bar.
+        image_ext: the file format of the arrays, one of ``IMAGE_EXTENSIONS``.
+        channel_dim: NIfTI only: where the channels go, ``-1`` (last) or ``None`` (one channel, no channel axis); see
+            :py:func:`nifti_bytes`.
     """
 
     def __init__(
@@ -111,6 +179,8 @@ class DatasetWriter:
         name_key: str = "image",
         overwrite: bool = False,
         progress: bool = True,
+        image_ext: str = ".nii.gz",
+        channel_dim: int | None = -1,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.transform = transform
@@ -127,6 +197,10 @@ class DatasetWriter:
             raise TypeError(f"overwrite and progress must be True or False, got {overwrite!r} and {progress!r}.")
         self.overwrite = overwrite
         self.progress = progress
+        self.image_ext = check_choice("image_ext", image_ext, IMAGE_EXTENSIONS)
+        if channel_dim not in (-1, None):
+            raise ValueError(f"channel_dim must be -1 or None, got {channel_dim!r}.")
+        self.channel_dim = channel_dim
 
     # ------------------------------------------------------------------------------------------------ settings
     def _record(self) -> dict[str, Any]:
@@ -137,13 +211,18 @@ class DatasetWriter:
         path = self.output_dir / SETTINGS_FILENAME
         if path.is_file():
             before = json.loads(path.read_text())
-            if before == self._record():
+            now = json.loads(json.dumps(self._record()))  # as JSON reads it back
+            if before == now:
                 return
             if not self.overwrite:
+                old, new = before.get("settings", {}), now["settings"]
+                differ = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+                differ += [k for k in ("save_keys", "record_keys") if before.get(k) != now[k]]
                 raise ValueError(
-                    f"{self.output_dir} holds a dataset written with other settings ({path}: {before['settings']}; "
-                    f"now {self.settings}): write elsewhere, or pass overwrite=True (--overwrite True) to replace it."
+                    f"{self.output_dir} holds a dataset written with other settings ({', '.join(differ)} differ, see "
+                    f"{path}): write elsewhere, or pass overwrite=True (--overwrite True) to replace it."
                 )
+            logger.warning("%s: replacing a dataset written with other settings", self.output_dir)
             for folder in [ENTRIES_DIR, *before.get("save_keys", {})]:
                 shutil.rmtree(self.output_dir / folder, ignore_errors=True)
             (self.output_dir / DATALIST_FILENAME).unlink(missing_ok=True)
@@ -167,6 +246,16 @@ class DatasetWriter:
             seen[name] = i
         return names
 
+    def _decollate(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The items of a transformed batch; a record key's list (one value per item) is handed out as it is."""
+        batch = dict(batch)
+        lists = {key: batch.pop(key) for key in self.record_keys if isinstance(batch.get(key), list)}
+        items = decollate_batch(batch, detach=True)
+        for key, values in lists.items():
+            for item, value in zip(items, values, strict=True):
+                item[key] = value
+        return items
+
     def _entry_path(self, split: str, name: str) -> Path:
         return self.output_dir / ENTRIES_DIR / split / f"{name}.json"
 
@@ -175,9 +264,8 @@ class DatasetWriter:
         for key, dtype in self.save_keys.items():
             if key not in data:
                 raise KeyError(f"save key {key!r} is not in the transformed item '{name}' (keys: {list(data)}).")
-            relative = f"{key}/{name}.nii.gz"
-            with atomic_open(self.output_dir / relative, "wb") as f:
-                f.write(nifti_bytes(_as_numpy(data[key]).astype(dtype)))
+            relative = f"{key}/{name}{self.image_ext}"
+            write_image(self.output_dir / relative, data[key], dtype, self.channel_dim)
             entry[key] = relative
         for key in self.record_keys:
             if key not in data:
@@ -227,7 +315,7 @@ class DatasetWriter:
             chunk = mine[start : start + self.batch_size]
             items = [dict(datalist[i]) if self.transform is None else self.transform(dict(datalist[i])) for i in chunk]
             if self.batch_transform is not None:
-                items = decollate_batch(self.batch_transform(list_data_collate(items)), detach=True)
+                items = self._decollate(self.batch_transform(list_data_collate(items)))
             for i, data in zip(chunk, items, strict=True):
                 self._write_item(split, names[i], datalist[i], data)
             if bar is not None:

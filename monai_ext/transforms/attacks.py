@@ -72,6 +72,10 @@ class Attackd(MapTransform):
     go to ``data[record_key]`` as ``{"attack": name, "settings": {...}, "record": {...}}`` (of the last key attacked),
     so that a dataset of adversarial images can say how each was made.
 
+    With ``batched=True`` the data are a collated batch (``(B, C, *spatial)``, labels ``(B, 1, *spatial)``), attacked
+    in one call, and ``data[record_key]`` is a list of the ``B`` records: :py:class:`monai_ext.data.DatasetWriter`
+    runs it that way as its ``batch_transform``.
+
     Run it in the main process (``num_workers=0``, or cache the result once with ``CacheDataset`` /
     ``PersistentDataset``): a network on a GPU does not go into ``DataLoader`` worker processes. To attack batches on
     the fly during training or evaluation, use :py:class:`monai_ext.engines.utils.AdversarialPrepareBatch` instead.
@@ -85,6 +89,7 @@ class Attackd(MapTransform):
         device: where to run the attack; ``None`` (default) is the device of the network's parameters.
         record_key: if given, the key that receives what the attack did (see above); the attack must have
             ``with_record`` (every attack of :py:mod:`monai_ext.attacks` has).
+        batched: the data are a collated batch.
         allow_missing_keys: don't raise an exception if a key is missing.
     """
 
@@ -96,6 +101,7 @@ class Attackd(MapTransform):
         network: nn.Module | None = None,
         device: str | torch.device | None = None,
         record_key: str | None = None,
+        batched: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -106,6 +112,9 @@ class Attackd(MapTransform):
         self.record_key = record_key
         if record_key is not None:
             check_callable("attack.with_record", getattr(attack, "with_record", None), "a method (see Attack)")
+        if not isinstance(batched, bool):
+            raise TypeError(f"batched must be True or False, got {batched!r}.")
+        self.batched = batched
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -116,6 +125,7 @@ class Attackd(MapTransform):
         else:
             device = _network_device(self.network) if isinstance(self.network, nn.Module) else torch.device("cpu")
         label = convert_to_tensor(d[self.label_key], track_meta=False, device=device)
+        label = label if self.batched else label[None]
         for key in self.key_iterator(d):
             img = d[key]
             batch = convert_to_tensor(img, track_meta=False, device=device)
@@ -123,10 +133,13 @@ class Attackd(MapTransform):
                 raise ValueError(f"{key!r} must be channel-first (C, *spatial), got shape {tuple(batch.shape)}.")
             if not batch.is_floating_point():
                 batch = batch.float()
+            batch = batch if self.batched else batch[None]
             if self.record_key is None:
-                adv = self.attack(self.network, batch.unsqueeze(0), label.unsqueeze(0))[0]
+                adv = self.attack(self.network, batch, label)
             else:
-                advs, records = self.attack.with_record(self.network, batch.unsqueeze(0), label.unsqueeze(0))
-                adv, d[self.record_key] = advs[0], attack_record(self.attack, records[0])
+                adv, records = self.attack.with_record(self.network, batch, label)
+                records = [attack_record(self.attack, record) for record in records]
+                d[self.record_key] = records if self.batched else records[0]
+            adv = adv if self.batched else adv[0]
             d[key] = convert_to_dst_type(adv, img, dtype=adv.dtype)[0]
         return d

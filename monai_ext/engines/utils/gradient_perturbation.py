@@ -11,20 +11,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from monai.engines.utils import PrepareBatch, PrepareBatchDefault
 from torch import nn
 
 from monai_ext.attacks.gradient_perturbation import GradientPerturbation
+from monai_ext.engines.utils.prepare_batch import ImagePrepareBatch
 from monai_ext.utils.checks import check_callable
 
 __all__ = ["GradientPerturbationPrepareBatch"]
 
 
-class GradientPerturbationPrepareBatch(PrepareBatch):
+class GradientPerturbationPrepareBatch(ImagePrepareBatch):
     """
     A ``prepare_batch`` for :py:class:`monai.engines.SupervisedEvaluator` that moves each batch to the device (with
     ``prepare_batch``, MONAI's default by default), then replaces its images by ``I + Delta``, the gradient
@@ -59,35 +59,16 @@ class GradientPerturbationPrepareBatch(PrepareBatch):
         self.network = check_callable("network", network, "a torch.nn.Module (or a callable)")
         self.perturbation = GradientPerturbation() if perturbation is None else perturbation
         check_callable("perturbation.perturb", getattr(self.perturbation, "perturb", None), "a GradientPerturbation")
-        self.prepare_batch = PrepareBatchDefault() if prepare_batch is None else prepare_batch
+        super().__init__(prepare_batch)
         self.iterations: list[int] = []
         self.converged: list[bool] = []
 
-    def __call__(
-        self,
-        batchdata: dict[str, torch.Tensor] | torch.Tensor | Sequence[torch.Tensor],
-        device: str | torch.device | None = None,
-        non_blocking: bool = False,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, tuple, dict]:
-        """
-        Args `batchdata`, `device`, `non_blocking` refer to the ignite API:
-        https://pytorch.org/ignite/v0.4.8/generated/ignite.engine.create_supervised_trainer.html.
-        `kwargs` supports other args for `Tensor.to()` API.
-
-        Returns:
-            what the inner ``prepare_batch`` returns, with the images replaced by ``I + Delta``.
-        """
-        batch = self.prepare_batch(batchdata, device, non_blocking, **kwargs)
-        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 4):
-            raise ValueError("the inner prepare_batch must return (images, labels) or (images, labels, args, kwargs).")
-        images, labels = batch[0], batch[1]
-        if labels is None:
-            raise ValueError("GradientPerturbationPrepareBatch needs labels to perturb toward, but the batch has none.")
+    def images(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``I + Delta`` of the batch, its steps and convergence kept."""
         result = self.perturbation.perturb(self.network, images, labels)
         self.iterations += result.iterations.tolist()
         self.converged += result.converged.tolist()
-        return (result.images, labels, *batch[2:]) if len(batch) == 4 else (result.images, labels)
+        return result.images
 
     def summary(self) -> dict[str, Any]:
         """``{"images", "converged", "mean_iterations", "max_iterations"}`` over the batches prepared so far."""

@@ -8,12 +8,14 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-A ``prepare_batch`` for MONAI's engines that attacks each batch: adversarial evaluation and online adversarial training.
+``prepare_batch`` doors for MONAI's engines that change the images of each batch (:py:class:`ImagePrepareBatch`): the
+one that attacks them, for adversarial evaluation and online adversarial training.
 """
 
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,10 +25,53 @@ from torch import nn
 
 from monai_ext.utils.checks import check_callable, check_fraction
 
-__all__ = ["AdversarialPrepareBatch"]
+__all__ = ["AdversarialPrepareBatch", "ImagePrepareBatch"]
 
 
-class AdversarialPrepareBatch(PrepareBatch):
+class ImagePrepareBatch(PrepareBatch):
+    """
+    The base of the ``prepare_batch`` doors that replace the images of each batch: the inner ``prepare_batch`` moves
+    the batch to the device, then :py:meth:`images` makes the new images from the images and their labels.
+
+    Args:
+        prepare_batch: the inner ``prepare_batch`` that moves the batch to the device and returns
+            ``(images, labels)`` or ``(images, labels, args, kwargs)``; ``None`` is MONAI's
+            :py:class:`~monai.engines.utils.PrepareBatchDefault`. Extra ``args``/``kwargs`` go to the engine's
+            inferer unchanged.
+    """
+
+    def __init__(self, prepare_batch: Callable | None = None) -> None:
+        self.prepare_batch = PrepareBatchDefault() if prepare_batch is None else prepare_batch
+
+    @abstractmethod
+    def images(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The new images ``(B, C, *spatial)`` of a batch of ``images`` with ``labels`` ``(B, 1, *spatial)``."""
+
+    def __call__(
+        self,
+        batchdata: dict[str, torch.Tensor] | torch.Tensor | Sequence[torch.Tensor],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, tuple, dict]:
+        """
+        Args `batchdata`, `device`, `non_blocking` refer to the ignite API:
+        https://pytorch.org/ignite/v0.4.8/generated/ignite.engine.create_supervised_trainer.html.
+        `kwargs` supports other args for `Tensor.to()` API.
+
+        Returns:
+            what the inner ``prepare_batch`` returns, with the images replaced by :py:meth:`images`.
+        """
+        batch = self.prepare_batch(batchdata, device, non_blocking, **kwargs)
+        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 4):
+            raise ValueError("the inner prepare_batch must return (images, labels) or (images, labels, args, kwargs).")
+        labels = batch[1]
+        if labels is None:
+            raise ValueError(f"{type(self).__name__} needs the labels of the images, but the batch has none.")
+        return (self.images(batch[0], labels), labels, *batch[2:])
+
+
+class AdversarialPrepareBatch(ImagePrepareBatch):
     """
     A ``prepare_batch`` for :py:class:`monai.engines.SupervisedEvaluator` and
     :py:class:`monai.engines.SupervisedTrainer` that moves each batch to the device (with ``prepare_batch``,
@@ -73,33 +118,14 @@ class AdversarialPrepareBatch(PrepareBatch):
         self.attack = check_callable("attack", attack, "a callable (network, images, labels) -> images")
         self.network = check_callable("network", network, "a torch.nn.Module (or a callable)")
         self.mix = check_fraction("mix", mix)
-        self.prepare_batch = PrepareBatchDefault() if prepare_batch is None else prepare_batch
+        super().__init__(prepare_batch)
 
     def num_adversarial(self, batch_size: int) -> int:
         """Number of samples attacked in a batch of ``batch_size``: ``round(mix * batch_size)``, half up."""
         return min(batch_size, math.floor(self.mix * batch_size + 0.5))
 
-    def __call__(
-        self,
-        batchdata: dict[str, torch.Tensor] | torch.Tensor | Sequence[torch.Tensor],
-        device: str | torch.device | None = None,
-        non_blocking: bool = False,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, tuple, dict]:
-        """
-        Args `batchdata`, `device`, `non_blocking` refer to the ignite API:
-        https://pytorch.org/ignite/v0.4.8/generated/ignite.engine.create_supervised_trainer.html.
-        `kwargs` supports other args for `Tensor.to()` API.
-
-        Returns:
-            what the inner ``prepare_batch`` returns, with the images (partly) replaced by adversarial images.
-        """
-        batch = self.prepare_batch(batchdata, device, non_blocking, **kwargs)
-        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 4):
-            raise ValueError("the inner prepare_batch must return (images, labels) or (images, labels, args, kwargs).")
-        images, labels = batch[0], batch[1]
-        if labels is None:
-            raise ValueError("AdversarialPrepareBatch needs labels to attack, but the batch has none.")
+    def images(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The batch with its first :py:meth:`num_adversarial` images attacked."""
         num = self.num_adversarial(images.shape[0])
         if num == images.shape[0]:
             images = self.attack(self.network, images, labels)
@@ -107,4 +133,4 @@ class AdversarialPrepareBatch(PrepareBatch):
             adv = self.attack(self.network, images[:num], labels[:num])
             images = images.clone()
             images[:num] = adv
-        return (images, labels, *batch[2:]) if len(batch) == 4 else (images, labels)
+        return images
