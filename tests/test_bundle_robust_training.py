@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_bundle_config, tiny
+from conftest import read_bundle_config, run_bundle_configs, tiny
 
 from monai_ext.attacks import PGD, LayeredPGD, SignSelectionFGSM
 from monai_ext.data import load_datalist
@@ -93,3 +93,17 @@ def test_stage_configs_wire_the_paper_and_the_defence() -> None:
     prepare = defence.get_parsed_content("train#trainer#prepare_batch", instantiate=True)
     assert isinstance(prepare, AdversarialPrepareBatch) and isinstance(prepare.attack, PGD)
     assert prepare.attack.random_start and prepare.attack.eps == 0.01 and prepare.mix == 1.0
+
+
+def test_colour_images_build_a_tiff_dataset_that_model_2_trains_on(tmp_path: Path) -> None:
+    """With ``--in_channels 3`` (RGB data such as DSB 2018's nuclei) the adversarial images keep their three channels:
+    written as float TIFF (a NIfTI without a channel axis holds one), read back as ``(3, H, W)``, and model 2 trains."""
+    sizes = {**tiny("robust_training"), "in_channels": 3, "epochs": 1, "batch_size": 4, "build_steps": 1}
+    run_bundle_configs("robust_training", "train", bundle_root=str(tmp_path), **sizes)
+    run_bundle_configs("robust_training", ["train", "train_layered_pgd"], bundle_root=str(tmp_path), **sizes)
+    images = sorted((tmp_path / "adversarial" / "layered_pgd" / "image").iterdir())
+    assert images and all(path.suffix == ".tif" for path in images)
+    parser = read_bundle_config("robust_training", ["train", "train_layered_pgd"], bundle_root=str(tmp_path), **sizes)
+    item = parser.get_parsed_content("preprocessing")(parser.get_parsed_content("train#datalist")[0])
+    assert tuple(item["image"].shape) == (3, *sizes["spatial_size"])
+    assert (tmp_path / "models" / "layered_pgd" / "model.pt").is_file()
