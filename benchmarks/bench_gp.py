@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report = {
         "benchmark": "GradientPerturbation: batched with per-image early stop vs no early stop vs one image at a time",
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": {k: v for k, v in vars(args).items() if k != "output"},  # the output path is machine-specific
         "network": "MONAI UNet(2, 1, 2, channels=(32, 64, 128, 256, 512), strides=(2, 2, 2, 2), num_res_units=2)",
         "machine": machine_info(),
         "steps_per_image": ours.iterations.tolist(),

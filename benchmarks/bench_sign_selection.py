@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "monai_ext.attacks.SignSelectionFGSM: exhaustive (batched) and greedy search vs one-candidate loop",
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": {k: v for k, v in vars(args).items() if k != "output"},  # the output path is machine-specific
         "network": "monai UNet channels (16, 32, 64, 128), strides (2, 2, 2), num_res_units 1, random weights",
         "machine": machine_info(),
         "time_method": (
