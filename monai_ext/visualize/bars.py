@@ -8,7 +8,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from monai_ext.utils.files import atomic_open
+from monai_ext.visualize.figures import save_figure
 
 __all__ = ["plot_condition_bars"]
 
@@ -63,7 +63,4 @@ def plot_condition_bars(
         ax.legend(loc="upper center", ncol=len(conditions) + 1, fontsize=7)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format=path.suffix[1:] or "png", dpi=120)
-    return path
+    return save_figure(fig, path)

@@ -12,7 +12,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from monai_ext.utils.files import atomic_open
+from monai_ext.visualize.figures import save_figure
 
 __all__ = [
     "plot_layer_scores",
@@ -31,15 +31,6 @@ def _floats(values: Sequence[Any]) -> np.ndarray:
 
 def _float(value: float | None) -> float:
     return float("nan") if value is None else float(value)
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format=path.suffix[1:] or "png", dpi=120)
-    return path
 
 
 def _axes(figsize: tuple[float, float]) -> tuple[Figure, Any]:
@@ -87,7 +78,7 @@ def plot_layer_scores(
     ax.legend(fontsize=8, loc="lower right")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_unit_scores(
@@ -114,7 +105,7 @@ def plot_unit_scores(
     ax.grid(alpha=0.3, axis="y")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _display(image: np.ndarray, transpose: bool) -> tuple[np.ndarray, str | None]:
@@ -170,7 +161,7 @@ def plot_sams(
         axes[r][0].set_ylabel(str(row.get("name", r))[-18:], fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_score_correlation(
@@ -199,7 +190,7 @@ def plot_score_correlation(
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_noise_study(
@@ -232,7 +223,7 @@ def plot_noise_study(
     ax.legend(fontsize=7, ncol=2)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _read_columns(path: Path) -> dict[str, list[str]]:
