@@ -92,6 +92,8 @@ def study(
     pgd_epsilons: list[float] | tuple[float, ...] = (0, 1, 2, 4, 8, 16, 32),
     pgd_steps: int = 40,
     pgd_variants: list[str] | tuple[str, ...] = ("nlcen", "unet"),
+    seeds: list[int] | tuple[int, ...] = (0,),
+    spatial_size: list[int] | tuple[int, ...] | None = None,
 ) -> str:
     """
     Train, evaluate (clean test split, every image) and sweep the variants, then write
@@ -108,6 +110,11 @@ def study(
         pgd_steps: PGD iterations.
         pgd_variants: the variants also swept with PGD (the paper's gradient-masking check needs NLCEN and the
             U-Net; the others only add time).
+        seeds: training seeds (``train.json``'s ``seed``) of every variant; seed 0 goes to ``<work_dir>/<name>``,
+            seed ``k`` to ``<work_dir>/<name>_seed<k>``, labelled ``"<label>, seed k"``.
+        spatial_size: the networks' input size (``train.json``'s ``spatial_size``); the bundle's default if ``None``.
+
+    An empty ``epsilons`` or ``pgd_epsilons`` skips that sweep (train and score only).
 
     Returns:
         the markdown table.
@@ -119,14 +126,19 @@ def study(
     work = Path(work_dir)
     summaries: dict[str, dict[str, dict]] = {"ifgsm": {}, "pgd": {}}
     clean: dict[str, dict[str, Any]] = {}
-    for name in variants:
+    size = {} if spatial_size is None else {"spatial_size": [int(n) for n in spatial_size]}
+    runs = [(name, int(seed)) for name in variants for seed in seeds]
+    for name, seed in runs:
         label, net = VARIANTS[name]
+        if seed:
+            name, label = f"{name}_seed{seed}", f"{label}, seed {seed}"
         root = work / name
-        common = {"dataset_dir": dataset_dir, **net}
+        common = {"dataset_dir": dataset_dir, **size, **net}
         ckpt = root / "models" / "model.pt"
         resume = _unfinished(ckpt.parent / "checkpoint.pt", epochs)  # a killed training run continues
         if not ckpt.exists() or resume:
             train = {"ckpt_dir": str(ckpt.parent), "output_dir": str(root / "runs"), "epochs": epochs, "resume": resume}
+            train["seed"] = seed
             _run(_chain(), {**common, **train})
         clean_dir = root / "eval" / "clean"
         if not (clean_dir / "metrics.csv").exists():
@@ -139,8 +151,8 @@ def study(
             "label": label,
             "max_images": max_images,
         }
-        sweeps = [("ifgsm", _chain("robustness"), epsilons)]
-        if name in pgd_variants:
+        sweeps = [("ifgsm", _chain("robustness"), epsilons)] if epsilons else []
+        if name.split("_seed")[0] in pgd_variants and pgd_epsilons:
             sweeps.append(("pgd", _chain("robustness", "robustness_pgd"), pgd_epsilons))
         for kind, configs, eps in sweeps:
             out = root / "eval" / ("robustness.json" if kind == "ifgsm" else "robustness_pgd.json")
@@ -151,12 +163,15 @@ def study(
                 _run(configs, {**sweep, **extra})
             summaries[kind][name] = json.loads(out.read_text())
 
-    panels = {"targeted I-FGSM": list(summaries["ifgsm"].values())}
+    panels = {"targeted I-FGSM": list(summaries["ifgsm"].values())} if summaries["ifgsm"] else {}
     if summaries["pgd"]:
         panels[f"untargeted PGD-{pgd_steps}, random start"] = list(summaries["pgd"].values())
-    plot_robustness_panels(panels, work / "robustness_study.png", xlabel="epsilon (8-bit intensity levels)")
+    if panels:
+        plot_robustness_panels(panels, work / "robustness_study.png", xlabel="epsilon (8-bit intensity levels)")
     write_json(work / "robustness_study.json", {"clean": clean, **summaries})
-    table = _clean_table(clean) + "\n" + _table(summaries["ifgsm"], "targeted I-FGSM (Dice / Jaccard)")
+    table = _clean_table(clean)
+    if summaries["ifgsm"]:
+        table += "\n" + _table(summaries["ifgsm"], "targeted I-FGSM (Dice / Jaccard)")
     if summaries["pgd"]:
         table += "\n" + _table(summaries["pgd"], f"untargeted PGD-{pgd_steps}, random start (Dice / Jaccard)")
     write_text(work / "robustness_study.md", table)

@@ -30,6 +30,10 @@ def test_every_attack_then_resume(trained_bundle, tmp_path):
         assert all(0 <= r["mean_dice"] <= 1 for r in results)
         assert results[1]["mean_dice"] <= results[0]["mean_dice"] + 1e-6  # an attack does not help
     assert len({a["results"][0]["mean_dice"] for a in table["attacks"]}) == 1  # one clean score
+    ensemble = next(a for a in table["attacks"] if a["attack"] == "ensemble")["results"]
+    assert "wins" not in ensemble[0]  # the clean point has no attack
+    for result in ensemble[1:]:  # each image won by exactly one of the five attacks
+        assert sum(result["wins"].values()) == 1 and len(result["wins"]) == 5
     markdown = (out / "attack_benchmark.md").read_text()
     assert "| targeted I-FGSM-2 |" in markdown and "| ensemble-2 |" in markdown and "eps 8" in markdown
     assert (out / "attack_benchmark.png").stat().st_size > 1000

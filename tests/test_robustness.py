@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import shlex
+from pathlib import Path
 
 import fire
 import pytest
@@ -135,3 +136,28 @@ def test_study_reads_clean_scores_of_evaluate_json(tmp_path, load_script) -> Non
     assert scores == {"mean_dice": 0.97, "mean_jaccard": 0.94, "num_images": 2}
     table = study._clean_table({"nlcen": {"label": "NLCEN", **scores}})
     assert "| NLCEN (2 images) | 0.9700 / 0.9400 |" in table
+
+
+def test_study_trains_each_seed_in_its_own_folder(tmp_path, load_script, monkeypatch) -> None:
+    """``--seeds`` and ``--spatial_size`` reach ``train.json``'s overrides; empty budgets train and score only."""
+    study = load_script("nlcen_robustness_study")
+    calls = []
+
+    def fake_run(config, overrides):  # stands for monai.bundle run: writes what train.json / evaluate.json would
+        calls.append((config[-1].rsplit("/", 1)[-1], overrides))
+        folder = Path(overrides["ckpt_dir"] if "ckpt_dir" in overrides else overrides["eval_dir"])
+        folder.mkdir(parents=True)
+        if "ckpt_dir" in overrides:
+            (folder / "model.pt").write_bytes(b"")
+        else:
+            (folder / "metrics.csv").write_text("mean_dice,0.97\nmean_jaccard,0.94\n")
+            (folder / "mean_dice_raw.csv").write_text("filename,class0,mean\na.png,0.96,0.96\nb.png,0.98,0.98\n")
+
+    monkeypatch.setattr(study, "_run", fake_run)
+    table = study.study("data", variants=["nlcen"], seeds=[0, 2], work_dir=str(tmp_path), epochs=1,
+                        epsilons=[], pgd_epsilons=[], spatial_size=[128, 128])  # fmt: skip
+    trains = [o for name, o in calls if name == "train.json"]
+    assert [o["seed"] for o in trains] == [0, 2] and all(o["spatial_size"] == [128, 128] for o in trains)
+    assert [Path(o["ckpt_dir"]).parent.name for o in trains] == ["nlcen", "nlcen_seed2"]
+    assert [name for name, _ in calls] == ["train.json", "evaluate.json"] * 2  # no sweep
+    assert "| NLCEN, seed 2 (2 images) |" in table and "I-FGSM" not in table

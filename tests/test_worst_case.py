@@ -74,6 +74,13 @@ def test_any_score_and_the_engine_door():
 def test_reported_ensemble():
     ensemble = ensemble_attack(8, num_steps=10)
     assert ensemble.names == ["APGD", "APGD", "APGD", "SegPGD", "CosPGD"]
+    assert list(ensemble.win_counts()) == ["APGD (ce)", "APGD (jsd)", "APGD (masked_ce)", "SegPGD", "CosPGD"]
+    same = PGD(4, 1, 5, random_start=False)
+    assert list(WorstCaseAttack([same, same, lambda n, x, y: x]).win_counts()) == [
+        "PGD (ce)",
+        "PGD (ce) #2",
+        "function",
+    ]
     assert [a.loss for a in ensemble.attacks[:3]] == ["ce", "jsd", "masked_ce"]
     assert all(a.target is None and a.eps == 8 for a in ensemble.attacks)
     assert ensemble.settings()["attacks"][3]["alpha"] == pytest.approx(2.0)

@@ -118,6 +118,19 @@ class WorstCaseAttack:
         labels = check_label_shape(labels, logits).to(logits.device)
         return torch.as_tensor(self.score(logits, labels)).flatten().to(logits.device)
 
+    def win_counts(self) -> dict[str, int]:
+        """
+        ``wins`` by attack name; a class that appears more than once is told apart by its loss (``"APGD (jsd)"``)
+        or, failing that, its position (``"PGD #2"``).
+        """
+        keys = []
+        for index, (name, attack) in enumerate(zip(self.names, self.attacks)):
+            if self.names.count(name) > 1:
+                loss = getattr(attack, "loss", None)
+                name = f"{name} ({loss})" if isinstance(loss, str) else f"{name} #{index + 1}"
+            keys.append(name if name not in keys else f"{name} #{index + 1}")
+        return dict(zip(keys, self.wins))
+
     def settings(self) -> dict:
         """The attacks' names and settings and the score, for logs and results files."""
         return {

@@ -168,7 +168,8 @@ class LevelSweep:
         """
         Returns:
             one ``{level_name: level, **summary(evaluator), "seconds": run time}`` per level, in order (with a
-            ``results_file``, as strict JSON values: ``None`` for non-finite floats).
+            ``results_file``, as strict JSON values: ``None`` for non-finite floats); for a worst-case ensemble
+            (a perturbation with ``win_counts()``), also ``"wins"``: the images each of its attacks won.
         """
         evaluator, clean = self.evaluator, self.evaluator.prepare_batch
         settings = self.settings() if self.results_file is not None else {}
@@ -181,14 +182,18 @@ class LevelSweep:
                     results.append(finished[level])
                     logger.info("%s %g: taken from %s", self.level_name, level, self.results_file)
                     continue
-                if level > 0:
+                perturbation = self.perturbation(level) if level > 0 else None
+                if perturbation is not None:
                     evaluator.prepare_batch = AdversarialPrepareBatch(
-                        self.perturbation(level), evaluator.network, prepare_batch=clean
+                        perturbation, evaluator.network, prepare_batch=clean
                     )
+                wins_before = _win_counts(perturbation)
                 start = time.perf_counter()
                 evaluator.run()
                 seconds = round(time.perf_counter() - start, 2)
                 result = {self.level_name: level, **self.summary(evaluator), "seconds": seconds}
+                if wins_before is not None:  # a worst-case ensemble: how many images each of its attacks won
+                    result["wins"] = {k: n - wins_before[k] for k, n in _win_counts(perturbation).items()}
                 results.append(json_safe(result) if self.results_file is not None else result)
                 evaluator.prepare_batch = clean
                 logger.info("%s %g done in %.1f s%s", self.level_name, level, seconds, _brief(result))
@@ -197,6 +202,12 @@ class LevelSweep:
             evaluator.prepare_batch = clean
         self._write(settings, results)
         return results
+
+
+def _win_counts(perturbation: Any) -> dict[str, int] | None:
+    """The images won so far by each attack of a worst-case ensemble (its ``win_counts()``), else ``None``."""
+    counts = getattr(perturbation, "win_counts", None)
+    return dict(counts()) if callable(counts) else None
 
 
 def describe_callable(function: Any) -> Any:
