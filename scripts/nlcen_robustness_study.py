@@ -29,10 +29,12 @@ import fire
 import torch
 from monai.bundle import run
 
+from monai_ext.engines import bundle_robustness
 from monai_ext.utils import write_json, write_text
 from monai_ext.visualize import plot_robustness_panels
 
-CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "nlcen" / "configs"
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "nlcen"
+CONFIGS = BUNDLE / "configs"
 
 _UNET = {
     "spatial_dims": 2,
@@ -94,6 +96,9 @@ def study(
     pgd_variants: list[str] | tuple[str, ...] = ("nlcen", "unet"),
     seeds: list[int] | tuple[int, ...] = (0,),
     spatial_size: list[int] | tuple[int, ...] | None = None,
+    ensemble_epsilons: list[float] | tuple[float, ...] = (),
+    ensemble_steps: int = 100,
+    ensemble_images: int | None = None,
 ) -> str:
     """
     Train, evaluate (clean test split, every image) and sweep the variants, then write
@@ -101,7 +106,8 @@ def study(
 
     Args:
         dataset_dir: the dataset folder (``dataset.json`` or ``images/`` + ``masks/``).
-        variants: names from ``VARIANTS``.
+        variants: names from ``VARIANTS``, each trained with every seed of ``seeds``; ``<name>_seed<k>`` names one
+            seed of a variant.
         work_dir: where checkpoints (``<name>/models``) and sweeps (``<name>/eval``) go.
         epochs: training epochs of every variant.
         max_images: attack only the first ``max_images`` test images (``None``: all).
@@ -113,33 +119,36 @@ def study(
         seeds: training seeds (``train.json``'s ``seed``) of every variant; seed 0 goes to ``<work_dir>/<name>``,
             seed ``k`` to ``<work_dir>/<name>_seed<k>``, labelled ``"<label>, seed k"``.
         spatial_size: the networks' input size (``train.json``'s ``spatial_size``); the bundle's default if ``None``.
+        ensemble_epsilons: budgets of the worst-case ensemble (``python -m monai_ext robustness --attacks
+            "[ensemble]"``: APGD with three losses, SegPGD, CosPGD, the worst per image).
+        ensemble_steps: steps of each attack of the ensemble.
+        ensemble_images: attack only the first ``ensemble_images`` test images with the ensemble (``None``: all).
 
-    An empty ``epsilons`` or ``pgd_epsilons`` skips that sweep (train and score only).
+    An empty ``epsilons``, ``pgd_epsilons`` or ``ensemble_epsilons`` skips that sweep. With several seeds of a
+    variant, the tables add the mean and standard deviation over its seeds at the budgets they share.
 
     Returns:
         the markdown table.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
-    unknown = [v for v in (*variants, *pgd_variants) if v not in VARIANTS]
+    runs = [pair for name in variants for pair in _variant_seed(name, seeds)]
+    unknown = [v for v in (*[base for base, _ in runs], *pgd_variants) if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}.")
     work = Path(work_dir)
-    summaries: dict[str, dict[str, dict]] = {"ifgsm": {}, "pgd": {}}
+    summaries: dict[str, dict[str, dict]] = {"ifgsm": {}, "pgd": {}, "ensemble": {}}
     clean: dict[str, dict[str, Any]] = {}
     size = {} if spatial_size is None else {"spatial_size": [int(n) for n in spatial_size]}
-    runs = [(name, int(seed)) for name in variants for seed in seeds]
-    for name, seed in runs:
-        label, net = VARIANTS[name]
-        if seed:
-            name, label = f"{name}_seed{seed}", f"{label}, seed {seed}"
+    for base, seed in runs:
+        label, net = VARIANTS[base]
+        name, label = (f"{base}_seed{seed}", f"{label}, seed {seed}") if seed else (base, label)
         root = work / name
         common = {"dataset_dir": dataset_dir, **size, **net}
         ckpt = root / "models" / "model.pt"
         resume = _unfinished(ckpt.parent / "checkpoint.pt", epochs)  # a killed training run continues
         if not ckpt.exists() or resume:
             train = {"ckpt_dir": str(ckpt.parent), "output_dir": str(root / "runs"), "epochs": epochs, "resume": resume}
-            train["seed"] = seed
-            _run(_chain(), {**common, **train})
+            _run(_chain(), {**common, **train, "seed": seed})
         clean_dir = root / "eval" / "clean"
         if not (clean_dir / "metrics.csv").exists():
             _run(_chain("evaluate"), {**common, "ckpt_path": str(ckpt), "eval_dir": str(clean_dir)})
@@ -152,7 +161,7 @@ def study(
             "max_images": max_images,
         }
         sweeps = [("ifgsm", _chain("robustness"), epsilons)] if epsilons else []
-        if name.split("_seed")[0] in pgd_variants and pgd_epsilons:
+        if base in pgd_variants and pgd_epsilons:
             sweeps.append(("pgd", _chain("robustness", "robustness_pgd"), pgd_epsilons))
         for kind, configs, eps in sweeps:
             out = root / "eval" / ("robustness.json" if kind == "ifgsm" else "robustness_pgd.json")
@@ -162,21 +171,47 @@ def study(
                     extra["attack#num_steps"] = pgd_steps
                 _run(configs, {**sweep, **extra})
             summaries[kind][name] = json.loads(out.read_text())
+        if ensemble_epsilons:
+            out_dir = root / "eval" / "ensemble"
+            if not (out_dir / "attack_benchmark.json").exists():  # a killed run resumes from its sweep file
+                ensemble = {"dataset_dir": dataset_dir, "ckpt_path": str(ckpt), "output_dir": str(out_dir)}
+                ensemble |= {"attacks": ["ensemble"], "epsilons": list(ensemble_epsilons), "num_steps": ensemble_steps}
+                _run_benchmark({**ensemble, "max_images": ensemble_images, **size, **net})
+            attack = json.loads((out_dir / "attack_benchmark.json").read_text())["attacks"][0]
+            summaries["ensemble"][name] = {**attack, "label": label}
 
-    panels = {"targeted I-FGSM": list(summaries["ifgsm"].values())} if summaries["ifgsm"] else {}
-    if summaries["pgd"]:
-        panels[f"untargeted PGD-{pgd_steps}, random start"] = list(summaries["pgd"].values())
+    titles = {
+        "ifgsm": "targeted I-FGSM",
+        "pgd": f"untargeted PGD-{pgd_steps}, random start",
+        "ensemble": f"worst-case ensemble, {ensemble_steps} steps per attack",
+    }
+    panels = {titles[kind]: list(found.values()) for kind, found in summaries.items() if found}
     if panels:
         plot_robustness_panels(panels, work / "robustness_study.png", xlabel="epsilon (8-bit intensity levels)")
     write_json(work / "robustness_study.json", {"clean": clean, **summaries})
     table = _clean_table(clean)
-    if summaries["ifgsm"]:
-        table += "\n" + _table(summaries["ifgsm"], "targeted I-FGSM (Dice / Jaccard)")
-    if summaries["pgd"]:
-        table += "\n" + _table(summaries["pgd"], f"untargeted PGD-{pgd_steps}, random start (Dice / Jaccard)")
+    for kind, found in summaries.items():
+        if found:
+            table += "\n" + _table(found, f"{titles[kind]} (Dice / Jaccard)")
+            table += _seed_table(found, f"{titles[kind]}, mean Dice over seeds")
+    if summaries["ensemble"]:
+        table += "\n" + _wins_table(summaries["ensemble"])
     write_text(work / "robustness_study.md", table)
     print(table)
     return table
+
+
+def _variant_seed(name: str, seeds: list[int] | tuple[int, ...]) -> list[tuple[str, int]]:
+    """``(variant, seed)`` runs of a ``variants`` entry: ``"nlcen"`` with every seed, ``"nlcen_seed2"`` with seed 2."""
+    base, _, seed = name.partition("_seed")
+    return [(base, int(seed))] if seed else [(base, int(s)) for s in seeds]
+
+
+def _run_benchmark(options: dict[str, Any]) -> None:
+    """``python -m monai_ext robustness --bundle bundles/nlcen`` with ``options``, logged as that command."""
+    args = " ".join(f"--{k} {_shell_value(v)}" for k, v in options.items())
+    logging.getLogger("nlcen_study").info("running: python -m monai_ext robustness --bundle %s %s", BUNDLE, args)
+    bundle_robustness(BUNDLE, **options)
 
 
 def _unfinished(checkpoint: Path, epochs: int) -> bool:
@@ -212,6 +247,38 @@ def _table(summaries: dict[str, dict], title: str) -> str:
         by_eps = {r["epsilon"]: r for r in summary["results"]}
         cells = [f"{by_eps[e]['mean_dice']:.3f} / {by_eps[e]['mean_jaccard']:.3f}" if e in by_eps else "" for e in eps]
         lines.append(f"| {summary['label']} ({summary['num_images']} images) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _seed_table(summaries: dict[str, dict], title: str) -> str:
+    """Mean and sample standard deviation of mean Dice over the seeds of each variant swept with several seeds, at
+    the budgets every seed has; empty if no variant has several seeds."""
+    groups: dict[str, list[dict]] = {}
+    for name, summary in summaries.items():
+        groups.setdefault(name.partition("_seed")[0], []).append(summary)
+    groups = {base: found for base, found in groups.items() if len(found) > 1}
+    if not groups:
+        return ""
+    eps = sorted(set.intersection(*({r["epsilon"] for r in s["results"]} for g in groups.values() for s in g)))
+    header = "| network | seeds | " + " | ".join(f"eps {e:g}" for e in eps) + " |"
+    lines = [f"**{title} (mean +- sd)**", "", header, "|---" * (len(eps) + 2) + "|"]
+    for base, found in groups.items():
+        cells = []
+        for e in eps:
+            dice = torch.tensor([next(r["mean_dice"] for r in s["results"] if r["epsilon"] == e) for s in found])
+            cells.append(f"{dice.mean():.3f} +- {dice.std():.3f}")
+        lines.append(f"| {VARIANTS[base][0]} | {len(found)} | " + " | ".join(cells) + " |")
+    return "\n" + "\n".join(lines) + "\n"
+
+
+def _wins_table(summaries: dict[str, dict]) -> str:
+    """Per network and budget, how many images each attack of the worst-case ensemble won."""
+    lines = ["**images won by each attack of the ensemble**", "", "| network | eps | wins |", "|---|---|---|"]
+    for summary in summaries.values():
+        for result in summary["results"]:
+            if result.get("wins"):
+                wins = ", ".join(f"{name} {count}" for name, count in result["wins"].items())
+                lines.append(f"| {summary['label']} | {result['epsilon']:g} | {wins} |")
     return "\n".join(lines) + "\n"
 
 

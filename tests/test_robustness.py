@@ -153,11 +153,24 @@ def test_study_trains_each_seed_in_its_own_folder(tmp_path, load_script, monkeyp
             (folder / "metrics.csv").write_text("mean_dice,0.97\nmean_jaccard,0.94\n")
             (folder / "mean_dice_raw.csv").write_text("filename,class0,mean\na.png,0.96,0.96\nb.png,0.98,0.98\n")
 
+    def fake_benchmark(options):  # stands for python -m monai_ext robustness: one ensemble sweep, Dice by seed
+        calls.append(("ensemble", options))
+        dice = 0.5 if "seed2" in options["output_dir"] else 0.3
+        results = [{"epsilon": 0.0, "mean_dice": 0.9, "mean_jaccard": 0.8}]
+        results.append({"epsilon": 4.0, "mean_dice": dice, "mean_jaccard": dice / 2, "wins": {"APGD (ce)": 2}})
+        Path(options["output_dir"]).mkdir(parents=True)
+        attack = {"attack": "ensemble", "label": "ensemble-5", "num_images": 2, "results": results}
+        (Path(options["output_dir"]) / "attack_benchmark.json").write_text(json.dumps({"attacks": [attack]}))
+
     monkeypatch.setattr(study, "_run", fake_run)
-    table = study.study("data", variants=["nlcen"], seeds=[0, 2], work_dir=str(tmp_path), epochs=1,
-                        epsilons=[], pgd_epsilons=[], spatial_size=[128, 128])  # fmt: skip
+    monkeypatch.setattr(study, "_run_benchmark", fake_benchmark)
+    table = study.study("data", variants=["nlcen", "unet_seed1"], seeds=[0, 2], work_dir=str(tmp_path), epochs=1,
+                        epsilons=[], pgd_epsilons=[], spatial_size=[128, 128], ensemble_epsilons=[0, 4])  # fmt: skip
     trains = [o for name, o in calls if name == "train.json"]
-    assert [o["seed"] for o in trains] == [0, 2] and all(o["spatial_size"] == [128, 128] for o in trains)
-    assert [Path(o["ckpt_dir"]).parent.name for o in trains] == ["nlcen", "nlcen_seed2"]
-    assert [name for name, _ in calls] == ["train.json", "evaluate.json"] * 2  # no sweep
+    assert [o["seed"] for o in trains] == [0, 2, 1] and all(o["spatial_size"] == [128, 128] for o in trains)
+    assert [Path(o["ckpt_dir"]).parent.name for o in trains] == ["nlcen", "nlcen_seed2", "unet_seed1"]
+    assert [name for name, _ in calls] == ["train.json", "evaluate.json", "ensemble"] * 3  # no other sweep
+    assert calls[2][1]["epsilons"] == [0, 4] and calls[2][1]["spatial_size"] == [128, 128]
     assert "| NLCEN, seed 2 (2 images) |" in table and "I-FGSM" not in table
+    assert "| NLCEN | 2 | 0.900 +- 0.000 | 0.400 +- 0.141 |" in table  # two seeds: (0.3 + 0.5) / 2, sd 0.2 / sqrt 2
+    assert "| U-Net, seed 1 | 4 | APGD (ce) 2 |" in table
