@@ -5,7 +5,7 @@ Command-line entry point of ``monai_ext`` (python-fire):
   [--predictions_dir DIR] [--dataset_dir DIR] ...``: a bundle's results as a page;
 - ``python -m monai_ext robustness --bundle bundles/nlcen [--dataset_dir DIR] [--epsilons "[0,2,4,8]"]
   [--attacks "[ifgsm,pgd,segpgd,cospgd,ensemble]"] [--num_steps N] [--max_images N] ...``: the trained network under
-  the benchmark's attacks (:py:func:`monai_ext.engines.bundle_robustness`).
+  the benchmark's attacks (:py:func:`monai_ext.engines.bundle_robustness`), printed as a Markdown table.
 
 ``python -m monai_ext COMMAND --help`` lists a command's options. A missing folder or file ends with a one-line
 error and exit status 1.
@@ -24,12 +24,18 @@ def main(argv: list[str] | None = None) -> None:
     import fire
 
     from monai_ext.engines import bundle_robustness
+    from monai_ext.engines.attack_benchmark import markdown_table
     from monai_ext.report import build_report
+
+    def show(result: object) -> object:
+        """What the command prints: a robustness table as its Markdown, anything else (a report's path) as is."""
+        is_table = isinstance(result, dict) and {"attacks", "epsilons"} <= result.keys()
+        return markdown_table(result) if is_table else result
 
     if not logging.getLogger().handlers:  # progress of long commands (a sweep logs every batch)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
-        fire.Fire({"report": build_report, "robustness": bundle_robustness}, command=argv)
+        fire.Fire({"report": build_report, "robustness": bundle_robustness}, command=argv, serialize=show)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -15,7 +15,7 @@ from monai_ext.__main__ import main
 from monai_ext.engines.attack_benchmark import ATTACKS, benchmark_attack
 
 
-def test_every_attack_then_resume(trained_bundle, tmp_path):
+def test_every_attack_then_resume(trained_bundle, tmp_path, capsys):
     root, _ = trained_bundle("nlcen")
     out = tmp_path / "bench"
     args = ["robustness", "--bundle", str(BUNDLES_DIR / "nlcen"), "--bundle_root", str(root), "--output_dir", str(out),
@@ -35,6 +35,7 @@ def test_every_attack_then_resume(trained_bundle, tmp_path):
     for result in ensemble[1:]:  # each image won by exactly one of the five attacks
         assert sum(result["wins"].values()) == 1 and len(result["wins"]) == 5
     markdown = (out / "attack_benchmark.md").read_text()
+    assert markdown.strip() in capsys.readouterr().out  # the command prints the table, not the raw dict
     assert "| targeted I-FGSM-2 |" in markdown and "| ensemble-2 |" in markdown and "eps 8" in markdown
     assert (out / "attack_benchmark.png").stat().st_size > 1000
 
