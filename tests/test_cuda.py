@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLES, read_bundle_config, run_bundle_configs, tiny
+from conftest import BUNDLES, input_size, read_bundle_config, run_bundle_configs, tiny
 
 from monai_ext.attacks import PGD
 
@@ -25,7 +25,7 @@ def train_infer_and_attack(bundle: str, device: torch.device, root: Path) -> Non
     network = parser.get_parsed_content("network_def").to(device).eval()
     state = torch.load(root / "models" / "model.pt", map_location=device, weights_only=True)
     network.load_state_dict(state)
-    size = parser["spatial_size"]
+    size = input_size(parser)
     images = torch.rand(2, parser["in_channels"], *size, device=device)
     labels = torch.randint(parser["num_classes"], (2, 1, *size), device=device)
     adversarial = PGD(4, alpha=1, num_steps=3)(network, images, labels)

@@ -436,6 +436,38 @@ def test_synthetic_dataset(tmp_path, caplog):
         assert columns[0] < 32 < columns[1] and columns[0] < columns[2] < columns[1]
 
 
+def test_synthetic_volumes(tmp_path, caplog):
+    """Three sizes: uint8 NIfTI volumes in the decathlon layout (imagesTr / imagesTs), an atrium labelled 1 that is
+    brighter than the rest, 0.625 mm voxels; deterministic, reused, and a 2D set in the same folder is replaced."""
+    kwargs = {"num_training": 2, "num_validation": 1, "num_test": 1, "spatial_size": (32, 24, 16), "seed": 3}
+    root = make_synthetic_dataset(tmp_path / "a", spatial_size=(32, 32), num_training=1, num_validation=0, num_test=0)
+    assert make_synthetic_dataset(root, **kwargs) == root
+    again = make_synthetic_dataset(tmp_path / "b", **kwargs)
+    files = sorted(p.relative_to(root) for p in Path(root).rglob("phantom_*"))
+    assert [str(f.parent) for f in files] == ["imagesTr"] * 3 + ["imagesTs"] + ["labelsTr"] * 3 + ["labelsTs"]
+    assert all((Path(root) / f).read_bytes() == (Path(again) / f).read_bytes() for f in files)  # no PNG left over
+    content = json.loads((Path(root) / "dataset.json").read_text())
+    assert content["tensorImageSize"] == "3D" and content["labels"] == {"0": "background", "1": "left atrium"}
+    assert [len(content[k]) for k in ("training", "validation", "test")] == [2, 1, 1]
+    with caplog.at_level(logging.INFO, logger="monai_ext"):
+        make_synthetic_dataset(root, **kwargs)
+    assert "Reusing" in caplog.text
+
+    load = Compose([LoadImaged(KEYS, image_only=True), EnsureChannelFirstd(KEYS)])
+    for split in ("training", "validation", "test"):
+        for entry in load_datalist(root, split):
+            item = load(entry)
+            image, label = item["image"], item["label"]
+            assert image.shape == label.shape == (1, 32, 24, 16)
+            assert {nib.load(entry[k]).get_data_dtype() for k in KEYS} == {np.dtype(np.uint8)}
+            assert torch.allclose(image.pixdim, torch.full((3,), 0.625, dtype=torch.float64))
+            assert set(label.unique().tolist()) == {0, 1} and 0.03 < float(label.float().mean()) < 0.2
+            assert image[label == 1].float().mean() > image[label == 0].float().mean() + 40
+    for size in ((32, 32, 32, 32), (32, 15, 32)):
+        with pytest.raises(ValueError, match="2 or 3 sizes of at least 16"):
+            make_synthetic_dataset(tmp_path / "c", spatial_size=size)
+
+
 def test_synthetic_dataset_refuses_foreign_dataset_json(tmp_path):
     folder_dataset(tmp_path, ["a"])
     (tmp_path / "dataset.json").write_text(json.dumps({"training": []}))

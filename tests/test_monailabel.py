@@ -16,6 +16,7 @@ on the same images) and each bundle's lowest-mu image through ``/activelearning/
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -26,11 +27,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import requests
 from conftest import REPO, run_bundle_configs, tiny
 from PIL import Image
+
+from monai_ext.data import file_stem
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +42,8 @@ VENV = REPO / ".venv-monailabel"
 MONAILABEL = VENV / "bin" / "monailabel"
 #: bundles served in the test (each costs a server start, an inference and a one-epoch training)
 SERVED = ["nlcen", "protoseg", "sagan_seg", "robust_training"]
+#: 3D bundles served in the test: NIfTI volumes in, NIfTI masks out (not in the 2D ProtoSeg scoring test)
+SERVED_3D = ["robust3d"]
 START_TIMEOUT = 180.0
 TRAIN_TIMEOUT = 300
 
@@ -92,6 +98,20 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def _extension(name: str) -> str:
+    """The image suffix of a file name: ``".png"``, ``".nii.gz"``."""
+    return name[len(file_stem(name) or "") :]
+
+
+def _read_mask(content: bytes, extension: str) -> np.ndarray:
+    """The array of a mask file's bytes: a PNG image or a (gzipped) NIfTI volume."""
+    if extension.startswith(".nii"):
+        return np.asarray(
+            nib.Nifti1Image.from_bytes(gzip.decompress(content) if extension.endswith(".gz") else content).dataobj
+        )
+    return np.asarray(Image.open(io.BytesIO(content)))
+
+
 def _studies(data: Path, studies: Path) -> tuple[Path, list[dict]]:
     """The first 4 training images of ``data`` copied into a new studies folder: the folder and their datalist."""
     studies.mkdir()
@@ -115,7 +135,7 @@ def _start_server(
     return f"http://127.0.0.1:{port}", process, log
 
 
-@pytest.mark.parametrize("bundle", SERVED)
+@pytest.mark.parametrize("bundle", SERVED + SERVED_3D)
 def test_monailabel_server(bundle: str, trained_bundle, tmp_path: Path) -> None:
     root, data = trained_bundle(bundle)
     env = {**os.environ, "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
@@ -126,7 +146,8 @@ def test_monailabel_server(bundle: str, trained_bundle, tmp_path: Path) -> None:
     app = app / "monaibundle"
     _copy_bundle(bundle, root, app / "model" / bundle)
     studies, images = _studies(data, tmp_path / "studies")
-    ids = sorted(Path(item["image"]).name.removesuffix(".png") for item in images)
+    ext = _extension(Path(images[0]["image"]).name)  # .png, or .nii.gz for volumes
+    ids = sorted(file_stem(Path(item["image"]).name) for item in images)
 
     # the reference: monai.bundle run inference.json on the first image, as a user runs it
     expected_dir = tmp_path / "expected"
@@ -134,11 +155,11 @@ def test_monailabel_server(bundle: str, trained_bundle, tmp_path: Path) -> None:
         bundle,
         "inference",
         bundle_root=str(app / "model" / bundle),
-        image=str(studies / f"{ids[0]}.png"),
+        image=str(studies / f"{ids[0]}{ext}"),
         output_dir=str(expected_dir),
         **tiny(bundle),
     )
-    expected = np.asarray(Image.open(expected_dir / f"{ids[0]}_seg.png"))
+    expected = _read_mask((expected_dir / f"{ids[0]}_seg{ext}").read_bytes(), ext)
 
     url, process, log = _start_server(app, studies, bundle, env, tmp_path / "server.log")
     try:
@@ -152,19 +173,19 @@ def test_monailabel_server(bundle: str, trained_bundle, tmp_path: Path) -> None:
 
         reply = requests.post(f"{url}/infer/{bundle}", params={"image": ids[0], "output": "image"}, timeout=120)
         assert reply.status_code == 200, reply.text[-2000:]
-        mask = np.asarray(Image.open(io.BytesIO(reply.content)))
+        mask = _read_mask(reply.content, ext)
         assert mask.shape == expected.shape and np.array_equal(mask, expected)
 
         # labels as MONAI Label saves them: class-index masks through its datastore
         for image_id in ids:
             reply = requests.post(f"{url}/infer/{bundle}", params={"image": image_id, "output": "image"}, timeout=120)
             assert reply.status_code == 200, reply.text[-2000:]
-            files = {"label": (f"{image_id}.png", reply.content)}
+            files = {"label": (f"{image_id}{ext}", reply.content)}
             reply = requests.put(f"{url}/datastore/label", params={"image": image_id}, files=files, timeout=30)
             assert reply.status_code == 200, reply.text[-2000:]
-        saved = sorted((studies / "labels" / "final").glob("*.png"))
+        saved = sorted((studies / "labels" / "final").glob(f"*{ext}"))
         # class-index masks, as MONAI Label saves them (0 .. C-1)
-        assert len(saved) == len(ids) and max(np.asarray(Image.open(p)).max() for p in saved) < len(channel_def)
+        assert len(saved) == len(ids) and max(_read_mask(p.read_bytes(), ext).max() for p in saved) < len(channel_def)
 
         before = (app / "model" / bundle / "models" / "model.pt").stat().st_mtime_ns
         body = {"max_epochs": 1, "val_split": 0.5, "device": "cpu", "multi_gpu": False}

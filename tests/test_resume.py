@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLES, read_bundle_config, run_bundle_configs, state_leaves, tiny
+from conftest import BUNDLES, config_files, read_bundle_config, run_bundle_configs, state_leaves, tiny
 from ignite.engine import Engine, Events
+from monai.bundle import create_workflow
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from monai_ext.data import make_synthetic_dataset
@@ -165,11 +166,29 @@ def test_init_ckpt_of_another_network_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_every_bundle_wires_resume(bundle: str) -> None:
-    """The options and the checkpoint's save and load, as the docs describe them."""
+    """The options and the checkpoint's save and load, as the docs describe them; the folder is prepared when the run
+    starts (the first step of ``run``), not in ``initialize``."""
     parser = read_bundle_config(bundle, "train")
     assert parser["resume"] is False and parser["overwrite"] is False
-    assert "@run_folder" in parser["initialize"]
+    assert parser["run"][0] == "@run_folder" and "@run_folder" not in parser["initialize"]
     assert any("@checkpoint_loader.attach" in step for step in parser["initialize"])
+
+
+def test_trained_bundle_initialises_and_its_run_refuses(tmp_path: Path, data) -> None:
+    """
+    MONAI's ``create_workflow(config_file=train.json, workflow_type="train")`` of a bundle folder that holds an earlier
+    run's ``models/model.pt`` initialises and passes ``check_properties()`` (a tool reads a trained bundle that way:
+    MONAI's checks, ``python -m monai_ext robustness``); ``run`` still refuses to replace the earlier run.
+    """
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "model.pt").write_bytes(b"the best model of an earlier run")
+    meta = str(Path(config_files("nlcen", "train")[0]).parent / "metadata.json")
+    workflow = create_workflow(config_file=config_files("nlcen", "train"), meta_file=meta, logging_file=False,
+                               workflow_type="train", **_args("nlcen", tmp_path, data))  # fmt: skip
+    assert workflow.check_properties() == []
+    _raises("--overwrite True", workflow.run)
+    assert (models / "model.pt").read_bytes() == b"the best model of an earlier run"
 
 
 def test_run_state_restores_generators_and_best_model(tmp_path: Path) -> None:

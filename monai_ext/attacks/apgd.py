@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from monai.inferers import Inferer
 
 from monai_ext.attacks.base import (
     NORMS,
@@ -26,7 +27,6 @@ from monai_ext.attacks.base import (
     LossLike,
     TargetLike,
     attack_loss,
-    network_logits,
     project,
     two_class_logits,
 )
@@ -90,6 +90,7 @@ class APGD(Attack):
             :py:func:`monai_ext.attacks.base.pixel_losses`), ``"dice"`` or a callable.
         target: ``None`` (untargeted, default), ``"inverse"``, a class index or a callable; see
             :py:func:`monai_ext.attacks.base.resolve_target`.
+        inferer: a MONAI inferer the network is run through; see :py:class:`~monai_ext.attacks.base.Attack`.
 
     Example::
 
@@ -108,8 +109,9 @@ class APGD(Attack):
         data_range: Sequence[float] = (0.0, 1.0),
         loss: LossLike = "ce",
         target: TargetLike = None,
+        inferer: Inferer | None = None,
     ) -> None:
-        super().__init__(eps=eps, unit=unit, data_range=data_range, loss=loss, target=target)
+        super().__init__(eps=eps, unit=unit, data_range=data_range, loss=loss, target=target, inferer=inferer)
         self.num_steps = check_non_negative_int("num_steps", num_steps)
         self.norm = check_choice("norm", norm, NORMS)
         self.momentum = check_fraction("momentum", momentum, allow_zero=False)
@@ -152,8 +154,7 @@ class APGD(Attack):
             if k < self.num_steps - 1:
                 logits, grad = objective.logits_and_gradient(x)
             else:  # the last iterate needs no gradient
-                with torch.no_grad():
-                    logits = network_logits(objective.network, x)
+                logits = objective.logits(x)
             value, lost = self._score(objective, logits)
             values.append(value)
             improved = value > best_value

@@ -23,14 +23,18 @@ holds what the attacks share:
 - :py:func:`check_target` and :py:func:`resolve_target`: the labels a targeted attack descends to (``"inverse"``, a
   full-area class, a callable);
 - :py:func:`attack_mode`: the network in eval mode during the attack, every module's mode restored afterwards;
-- :py:class:`AttackObjective`: the gradient of the loss with respect to the input only;
-- :py:class:`Attack`: the ``__call__`` that the attacks share, and its :py:meth:`Attack.attack_context`.
+- :py:class:`AttackObjective`: the one door through which an attack runs its network: the logits, and the gradient of
+  the loss with respect to the input only (window chunk by window chunk through a sliding window,
+  :py:mod:`monai_ext.attacks.sliding_window`);
+- :py:class:`Attack`: the ``__call__`` that the attacks share, its :py:meth:`Attack.attack_context`, and its optional
+  MONAI inferer (:py:class:`~monai_ext.attacks.InfererNetwork`).
 
 Argument and input checks come from :py:mod:`monai_ext.utils.checks`.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -40,10 +44,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
+from monai.inferers import Inferer
 from monai.losses import DiceLoss
 from monai.utils import convert_to_dst_type
 from torch import nn
 
+from monai_ext.attacks.inferer import describe_inferer, with_inferer
+from monai_ext.attacks.sliding_window import sliding_window_gradient, windowed
 from monai_ext.utils.checks import (
     check_choice,
     check_class_indices,
@@ -336,8 +343,15 @@ class AttackObjective:
     What an attack climbs: the loss on the true labels (untargeted) or minus the loss on the target labels
     (targeted), as a function of the input images only.
 
+    Every forward pass of an attack goes through :py:meth:`logits` (no gradient) or :py:meth:`logits_and_gradient`.
+    When ``network`` is an :py:class:`~monai_ext.attacks.InfererNetwork` of MONAI's sliding window, the gradient is
+    taken window chunk by window chunk (:py:func:`~monai_ext.attacks.sliding_window.sliding_window_gradient`: equal
+    to autograd through the whole sliding window, with the memory of one chunk of windows); through any other network
+    or inferer, by autograd through ``network(images)``.
+
     Args:
-        network: the network, already in the mode to attack (see :py:func:`attack_mode`).
+        network: the network, already in the mode to attack (see :py:func:`attack_mode`), or an
+            :py:class:`~monai_ext.attacks.InfererNetwork`.
         images: clean images ``(B, C_in, *spatial)``, handed to a target callable.
         labels: true class indices ``(B, 1, *spatial)``.
         loss: see :py:func:`attack_loss`.
@@ -370,6 +384,18 @@ class AttackObjective:
             self.objective_labels = resolve_target(self.target, self.images, self.labels, num_classes)
         return self.objective_labels
 
+    def with_target(self, target: TargetLike) -> AttackObjective:
+        """The objective of the same network, images, labels and loss toward ``target``, see :py:func:`resolve_target`."""
+        return AttackObjective(self.network, self.images, self.labels, self.loss, target)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """
+        The network's logits at ``images`` ``(N, C_in, *spatial)``, without gradient: ``(N, C, *spatial)`` (any ``N``:
+        a search may score candidates of several images at once).
+        """
+        with torch.no_grad():
+            return network_logits(self.network, images)
+
     def gradient(self, images: torch.Tensor, loss: LossLike | None = None) -> torch.Tensor:
         """
         The ascent direction of the attack at ``images``: the gradient of the loss on the true labels
@@ -396,9 +422,18 @@ class AttackObjective:
         Returns:
             the logits ``(B, C, *spatial)`` and the ascent direction (the shape of ``images``), both detached.
         """
+        loss = self.loss if loss is None else loss
+        if windowed(self.network):
+            logits, grad = sliding_window_gradient(
+                functools.partial(network_logits, self.network.network),
+                self.network.inferer,
+                images,
+                lambda whole: attack_loss(whole, self._labels_for(whole), loss),
+            )
+            return logits, -grad if self.targeted else grad
         x = images.detach().requires_grad_(True)
         logits = network_logits(self.network, x)
-        value = attack_loss(logits, self._labels_for(logits), self.loss if loss is None else loss)
+        value = attack_loss(logits, self._labels_for(logits), loss)
         (grad,) = torch.autograd.grad(value, x, allow_unused=True)
         if grad is None:  # the output does not depend on the input
             grad = torch.zeros_like(x)
@@ -422,6 +457,9 @@ class Attack(ABC):
         loss: ``"ce"``, ``"dice"`` or a callable; see :py:func:`attack_loss`.
         target: ``None``: untargeted, ascend the loss on the true labels. Otherwise a targeted attack descends the
             loss on the target labels: ``"inverse"``, a class index or a callable; see :py:func:`resolve_target`.
+        inferer: a MONAI inferer the network is run through (a bundle's ``SlidingWindowInferer`` on whole volumes),
+            see :py:func:`~monai_ext.attacks.with_inferer`; ``None`` (default): the network as it is, or as it is
+            handed over (an engine hands an :py:class:`~monai_ext.attacks.InfererNetwork` of its own inferer).
     """
 
     def __init__(
@@ -431,6 +469,7 @@ class Attack(ABC):
         data_range: Sequence[float] = (0.0, 1.0),
         loss: LossLike = "ce",
         target: TargetLike = None,
+        inferer: Inferer | None = None,
     ) -> None:
         self.eps = check_non_negative("eps", eps)
         self.unit = check_choice("unit", unit, UNITS)
@@ -439,6 +478,9 @@ class Attack(ABC):
         self.target = check_target(target)
         if self.loss == "masked_ce" and self.target is not None:
             raise ValueError("loss 'masked_ce' masks the pixels still classified correctly: it is an untargeted loss.")
+        if inferer is not None and not isinstance(inferer, Inferer):
+            raise TypeError(f"inferer must be a monai.inferers.Inferer or None, got {type(inferer).__name__}.")
+        self.inferer = inferer
 
     def to_data_units(self, value: float) -> float:
         """``value`` in the attack's ``unit`` turned into data units."""
@@ -487,9 +529,10 @@ class Attack(ABC):
     ) -> Iterator[tuple[AttackObjective, torch.Tensor]]:
         """
         What an attack runs in: checks the inputs, enables gradients (also inside ``torch.no_grad`` or
-        ``torch.inference_mode``), puts the network in eval mode (:py:func:`attack_mode`) and yields the objective and
-        the clean images as a plain tensor.
+        ``torch.inference_mode``), puts the network in eval mode (:py:func:`attack_mode`) and yields the objective (of
+        the network run through the attack's ``inferer``) and the clean images as a plain tensor.
         """
+        network = with_inferer(network, self.inferer)
         check_image_batch(images, self.data_range)
         x = _as_plain(images).detach()
         y = check_label_shape(_as_plain(labels), x).detach().to(x.device)
@@ -527,11 +570,14 @@ class Attack(ABC):
         return f"{self.__class__.__name__}({args})"
 
     def settings(self) -> dict:
-        """The attack's settings (``eps``, ``unit``, ... as given), for logs and results files."""
-        return {
+        """The attack's settings (``eps``, ``unit``, ... as given; ``inferer`` described, when it is not plain), for
+        logs and results files."""
+        settings = {
             "eps": self.eps,
             "unit": self.unit,
             "data_range": self.data_range,
             "loss": self.loss,
             "target": self.target,
         }
+        inferer = describe_inferer(self.inferer)
+        return settings if inferer is None else {**settings, "inferer": inferer}

@@ -25,10 +25,12 @@ from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
+from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 from torch import nn
 
-from monai_ext.attacks.base import AttackObjective, _as_plain, attack_mode, network_logits
+from monai_ext.attacks.base import AttackObjective, _as_plain, attack_mode
+from monai_ext.attacks.inferer import describe_inferer, with_inferer
 from monai_ext.utils.checks import (
     check_fraction,
     check_image_batch,
@@ -154,6 +156,8 @@ class GradientPerturbation:
             ``0`` (default) stops only at pixel error 0. In ``[0, 1]``.
         clip_range: ``(min, max)`` to clip the perturbed images to after each step (images outside it are refused),
             or ``None`` (default) not to clip.
+        inferer: a MONAI inferer the network is run through (:py:func:`~monai_ext.attacks.with_inferer`); ``None``
+            (default): the network as it is handed over.
     """
 
     def __init__(
@@ -162,11 +166,13 @@ class GradientPerturbation:
         num_steps: int = 100,
         dice_tolerance: float = 0.0,
         clip_range: Sequence[float] | None = None,
+        inferer: Inferer | None = None,
     ) -> None:
         self.gamma = check_positive("gamma", gamma)
         self.num_steps = check_non_negative_int("num_steps", num_steps)
         self.dice_tolerance = check_fraction("dice_tolerance", dice_tolerance)
         self.clip_range = None if clip_range is None else check_interval("clip_range", clip_range)
+        self.inferer = inferer
 
     def __call__(
         self, network: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor
@@ -190,6 +196,7 @@ class GradientPerturbation:
             :py:class:`GPResult`: ``I + Delta`` (the type, dtype and device of ``images``), ``Delta``, the steps taken
             and whether each image converged, per image.
         """
+        network = with_inferer(network, self.inferer)
         check_image_batch(images, self.clip_range or (-math.inf, math.inf))
         x = _as_plain(images).detach()
         y = check_label_shape(_as_plain(labels), x).detach().to(x.device)
@@ -232,12 +239,12 @@ class GradientPerturbation:
             if active.numel() == 0:
                 break
             xa, ya = x[active], labels[active]
-            if step == self.num_steps:  # the budget is spent: a forward pass only, to tell which converged
-                with torch.no_grad():
-                    converged[active] = matches_label(network_logits(network, xa), ya, self.dice_tolerance)
-                break
             # the objective checks the labels against the network's classes on its forward pass
-            logits, grad = AttackObjective(network, xa, ya, loss=_gp_loss).logits_and_gradient(xa)
+            objective = AttackObjective(network, xa, ya, loss=_gp_loss)
+            if step == self.num_steps:  # the budget is spent: a forward pass only, to tell which converged
+                converged[active] = matches_label(objective.logits(xa), ya, self.dice_tolerance)
+                break
+            logits, grad = objective.logits_and_gradient(xa)
             done = matches_label(logits, ya, self.dice_tolerance)
             scale = grad.flatten(1).abs().amax(dim=1)
             converged[active[done]] = True
@@ -254,14 +261,17 @@ class GradientPerturbation:
         return x, iterations, converged
 
     def settings(self) -> dict:
-        """The settings (``gamma``, ``num_steps``, ...), for logs and dataset records."""
-        return {
+        """The settings (``gamma``, ``num_steps``, ...; ``inferer`` described, when it is not plain), for logs and
+        dataset records."""
+        settings = {
             "method": "gradient_perturbation",
             "gamma": self.gamma,
             "num_steps": self.num_steps,
             "dice_tolerance": self.dice_tolerance,
             "clip_range": None if self.clip_range is None else list(self.clip_range),
         }
+        inferer = describe_inferer(self.inferer)
+        return settings if inferer is None else {**settings, "inferer": inferer}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items() if k != "method")

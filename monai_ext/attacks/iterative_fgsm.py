@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from monai.inferers import Inferer
 
 from monai_ext.attacks.base import LEVELS, Attack, AttackObjective, LossLike, TargetLike, project
 from monai_ext.utils.checks import check_non_negative, check_non_negative_int
@@ -67,6 +68,7 @@ class IterativeFGSM(Attack):
         loss: ``"ce"`` (default, the per-pixel cross-entropy of the paper), ``"dice"`` or a callable.
         target: ``None`` (untargeted, default, Kurakin's basic iterative method), ``"inverse"`` (the NLCEN paper's
             target), a class index or a callable; see :py:func:`monai_ext.attacks.base.resolve_target`.
+        inferer: a MONAI inferer the network is run through; see :py:class:`~monai_ext.attacks.base.Attack`.
     """
 
     def __init__(
@@ -78,8 +80,9 @@ class IterativeFGSM(Attack):
         data_range: Sequence[float] = (0.0, 1.0),
         loss: LossLike = "ce",
         target: TargetLike = None,
+        inferer: Inferer | None = None,
     ) -> None:
-        super().__init__(eps=eps, unit=unit, data_range=data_range, loss=loss, target=target)
+        super().__init__(eps=eps, unit=unit, data_range=data_range, loss=loss, target=target, inferer=inferer)
         if alpha is None:
             alpha = 1.0 if self.unit == "levels" else 1.0 / LEVELS
         self.alpha = check_non_negative("alpha", alpha)
@@ -103,7 +106,7 @@ class IterativeFGSM(Attack):
         What the iterates depend on besides ``eps``: runs with the same key share their iterates while
         ``step * alpha <= eps`` (see :py:func:`monai_ext.attacks.shared_sweep`).
         """
-        return type(self), self.to_data_units(self.alpha), self.data_range, self.loss, self.target
+        return type(self), self.to_data_units(self.alpha), self.data_range, self.loss, self.target, self.inferer
 
     def settings(self) -> dict:
         return {**super().settings(), "alpha": self.alpha, "num_steps": self.num_steps}

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from monai.inferers import Inferer
 
-from monai_ext.attacks.base import AttackObjective, LossLike, network_logits
+from monai_ext.attacks.base import AttackObjective, LossLike
 from monai_ext.attacks.pgd import PGD
 
 __all__ = ["LayeredPGD"]
@@ -54,6 +55,7 @@ class LayeredPGD(PGD):
         data_range: ``(min, max)`` intensity range of the images.
         loss: ``"ce"`` (default), ``"dice"`` or a callable; see :py:func:`monai_ext.attacks.base.attack_loss`.
         seed: seed of the random start; see :py:class:`~monai_ext.attacks.PGD`.
+        inferer: a MONAI inferer the network is run through; see :py:class:`~monai_ext.attacks.base.Attack`.
 
     :py:meth:`with_record` gives, per image, ``{"classes": [...]}``: the class order the chain followed.
 
@@ -77,6 +79,7 @@ class LayeredPGD(PGD):
         data_range: Sequence[float] = (0.0, 1.0),
         loss: LossLike = "ce",
         seed: int | None = None,
+        inferer: Inferer | None = None,
     ) -> None:
         super().__init__(
             eps=eps,
@@ -89,6 +92,7 @@ class LayeredPGD(PGD):
             loss=loss,
             target=None,
             seed=seed,
+            inferer=inferer,
         )
         self.classes = None if classes is None else self._check_classes(classes)
         self.per_pass_ball = bool(per_pass_ball)
@@ -106,9 +110,7 @@ class LayeredPGD(PGD):
         """``classes``, or every class of the network (``0 .. C - 1``, ``C`` from one forward pass on ``images``)."""
         if self.classes is not None:
             return list(self.classes)
-        with torch.no_grad():
-            num_classes = max(int(network_logits(objective.network, images).shape[1]), 2)
-        return list(range(num_classes))
+        return list(range(max(int(objective.logits(images).shape[1]), 2)))
 
     def perturb_with_record(
         self, objective: AttackObjective, images: torch.Tensor
@@ -116,7 +118,7 @@ class LayeredPGD(PGD):
         classes = self.class_order(objective, images)
         adv = self.random_init(images, self.eps_data) if self.random_start else images
         for k, target in enumerate(classes):
-            toward = AttackObjective(objective.network, images, objective.labels, objective.loss, target)
+            toward = objective.with_target(target)
             center = adv if self.per_pass_ball and k > 0 else images  # a random start lies in the clean ball
             adv = self.iterate(toward, center, adv)
         return adv, [{"classes": list(classes)} for _ in range(images.shape[0])]

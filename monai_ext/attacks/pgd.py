@@ -18,6 +18,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 
 import torch
+from monai.inferers import Inferer
 
 from monai_ext.attacks.base import NORMS, Attack, AttackObjective, LossLike, TargetLike, project
 from monai_ext.utils.checks import check_choice, check_non_negative, check_non_negative_int
@@ -54,6 +55,7 @@ class PGD(Attack):
             :py:func:`monai_ext.attacks.base.resolve_target`.
         seed: seed of the random start, drawn on the CPU so that it is the same on every device; successive calls
             draw successive starts of the seeded stream. ``None`` (default) uses torch's global generator.
+        inferer: a MONAI inferer the network is run through; see :py:class:`~monai_ext.attacks.base.Attack`.
     """
 
     def __init__(
@@ -68,8 +70,9 @@ class PGD(Attack):
         loss: LossLike = "ce",
         target: TargetLike = None,
         seed: int | None = None,
+        inferer: Inferer | None = None,
     ) -> None:
-        super().__init__(eps=eps, unit=unit, data_range=data_range, loss=loss, target=target)
+        super().__init__(eps=eps, unit=unit, data_range=data_range, loss=loss, target=target, inferer=inferer)
         self.alpha = check_non_negative("alpha", alpha)
         self.num_steps = check_non_negative_int("num_steps", num_steps)
         self.norm = check_choice("norm", norm, NORMS)
@@ -136,7 +139,7 @@ class PGD(Attack):
         """
         if self.norm != "linf" or self.random_start:
             return None
-        return type(self), self.to_data_units(self.alpha), self.data_range, self.loss, self.target
+        return type(self), self.to_data_units(self.alpha), self.data_range, self.loss, self.target, self.inferer
 
     def settings(self) -> dict:
         return {
@@ -166,6 +169,7 @@ class PixelWeightedPGD(PGD):
         target: ``None`` (untargeted, default), ``"inverse"``, a class index or a callable; see
             :py:func:`monai_ext.attacks.base.resolve_target`.
         seed: seed of the random start; see :py:class:`PGD`.
+        inferer: a MONAI inferer the network is run through; see :py:class:`~monai_ext.attacks.base.Attack`.
     """
 
     def __init__(
@@ -179,8 +183,9 @@ class PixelWeightedPGD(PGD):
         data_range: Sequence[float] = (0.0, 1.0),
         target: TargetLike = None,
         seed: int | None = None,
+        inferer: Inferer | None = None,
     ) -> None:
-        super().__init__(eps, alpha, num_steps, norm, random_start, unit, data_range, "ce", target, seed)
+        super().__init__(eps, alpha, num_steps, norm, random_start, unit, data_range, "ce", target, seed, inferer)
 
     @abstractmethod
     def step_loss(self, step: int) -> LossLike:

@@ -121,7 +121,8 @@ class SharedTrajectories:
         key = attack.trajectory_key()
         trunk_attack = self.attacks[self.trunk_eps[key]]
         with attack.attack_context(network, images, labels) as (objective, x):
-            trunk = self._trunk((key, id(network)), x, objective.labels)
+            # keyed by the network itself, not its id: a trunk keeps its network alive, so no other can take its id
+            trunk = self._trunk((key, network), x, objective.labels)
             if eps < trunk.last_eps or attack.num_steps < trunk.step:  # behind the stored trunk: a fresh one
                 trunk = _Trunk(x, objective.labels, x)
             trunk.last_eps = eps

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from monai.inferers import Inferer
 from monai.losses import DiceLoss
 
 from monai_ext.attacks.base import LOSSES, Attack, AttackObjective, network_logits
@@ -118,7 +119,9 @@ def candidate_losses(
     (image, sign row) pairs are taken in order, so a chunk may hold candidates of several images).
 
     Args:
-        network: logits ``(N, C, *spatial)``, in the mode to evaluate (eval mode).
+        network: the network, or any callable ``(N, C_in, *spatial) -> (N, C, *spatial)`` logits
+            (:py:class:`SignSelectionFGSM` passes its objective's :py:meth:`~monai_ext.attacks.AttackObjective.logits`),
+            in the mode to evaluate (eval mode).
         images: ``(B, C_in, *spatial)``.
         labels: ``(B, 1, *spatial)`` class indices.
         directions: ``(B, C, C_in, *spatial)``.
@@ -232,6 +235,7 @@ class SignSelectionFGSM(Attack):
         data_range: ``(min, max)`` intensity range of the images.
         loss: ``"ce"`` (the paper's cross-entropy, default) or ``"dice"``, or a callable
             ``(logits, labels) -> scalar``: both the ``J`` of the directions and the loss the signs minimise.
+        inferer: a MONAI inferer the network is run through; see :py:class:`~monai_ext.attacks.base.Attack`.
 
     Example::
 
@@ -248,8 +252,9 @@ class SignSelectionFGSM(Attack):
         unit: str = "levels",
         data_range: Sequence[float] = (0.0, 1.0),
         loss: str | Callable = "ce",
+        inferer: Inferer | None = None,
     ) -> None:
-        super().__init__(eps=eps, unit=unit, data_range=data_range, loss=loss, target=None)
+        super().__init__(eps=eps, unit=unit, data_range=data_range, loss=loss, target=None, inferer=inferer)
         self.search = check_choice("search", search, SEARCHES)
         self.chunk_size = check_positive_int("chunk_size", chunk_size)
 
@@ -258,12 +263,10 @@ class SignSelectionFGSM(Attack):
         ``a_c = eps * sign(grad_x J(x, c))`` for every class ``c`` of the network: ``(B, C, C_in, *spatial)``
         (``C`` from one forward pass; 2 for a single-logit network).
         """
-        with torch.no_grad():
-            num_classes = max(int(network_logits(objective.network, images).shape[1]), 2)
+        num_classes = max(int(objective.logits(images).shape[1]), 2)
         eps, steps = self.eps_data, []
-        for c in range(num_classes):
-            toward = AttackObjective(objective.network, images, objective.labels, objective.loss, c)
-            steps.append(-eps * toward.gradient(images).sign())  # a targeted objective ascends -J: negate
+        for c in range(num_classes):  # a targeted objective ascends -J: negate
+            steps.append(-eps * objective.with_target(c).gradient(images).sign())
         return torch.stack(steps, dim=1)
 
     def perturb_with_record(
@@ -271,7 +274,7 @@ class SignSelectionFGSM(Attack):
     ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         directions = self.directions(objective, images)
         search = exhaustive_signs if self.search == "exhaustive" else greedy_signs
-        args = (objective.network, images, objective.labels, directions, self.data_range, self.loss, self.chunk_size)
+        args = (objective.logits, images, objective.labels, directions, self.data_range, self.loss, self.chunk_size)
         signs, losses = search(*args)
         zero = torch.zeros(1, directions.shape[1], dtype=torch.long, device=images.device)
         clean = candidate_losses(*args[:4], zero, *args[4:])[:, 0]
@@ -312,7 +315,9 @@ class _FixedSigns(Attack):
     """The images of given signs over the directions of ``attack``: :py:meth:`SignSelectionFGSM.apply`."""
 
     def __init__(self, attack: SignSelectionFGSM, signs: torch.Tensor) -> None:
-        super().__init__(eps=attack.eps, unit=attack.unit, data_range=attack.data_range, loss=attack.loss)
+        super().__init__(
+            eps=attack.eps, unit=attack.unit, data_range=attack.data_range, loss=attack.loss, inferer=attack.inferer
+        )
         self.attack, self.signs = attack, signs
 
     def perturb(self, objective: AttackObjective, images: torch.Tensor) -> torch.Tensor:

@@ -20,13 +20,15 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
+from monai.inferers import Inferer
 from monai.metrics import compute_dice
 from monai.utils import convert_to_dst_type
 from torch import nn
 
 from monai_ext.attacks.apgd import APGD
-from monai_ext.attacks.base import attack_mode, network_logits, two_class_logits
+from monai_ext.attacks.base import AttackObjective, attack_mode, two_class_logits
 from monai_ext.attacks.cospgd import CosPGD
+from monai_ext.attacks.inferer import describe_inferer, with_inferer
 from monai_ext.attacks.segpgd import SegPGD
 from monai_ext.utils.checks import check_callable, check_label_shape, check_positive_int
 
@@ -67,6 +69,8 @@ class WorstCaseAttack:
     Args:
         attacks: the attacks, callables ``(network, images, labels) -> images``.
         score: ``(logits, labels) -> (B,)``, lower is worse for the network; :py:func:`dice_score` by default.
+        inferer: a MONAI inferer the network is run through, by every attack and by the score
+            (:py:func:`~monai_ext.attacks.with_inferer`); ``None``: the network as it is handed over.
 
     Example::
 
@@ -76,12 +80,16 @@ class WorstCaseAttack:
     """
 
     def __init__(
-        self, attacks: Sequence[AttackLike], score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = dice_score
+        self,
+        attacks: Sequence[AttackLike],
+        score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = dice_score,
+        inferer: Inferer | None = None,
     ) -> None:
         if isinstance(attacks, (str, bytes)) or not isinstance(attacks, Sequence) or not attacks:
             raise ValueError(f"attacks must be a non-empty sequence of attacks, got {attacks!r}.")
         self.attacks = [check_callable("attacks", a, "a callable (network, images, labels) -> images") for a in attacks]
         self.score = check_callable("score", score, "a callable (logits, labels) -> per-image scores (B,)")
+        self.inferer = inferer
         self.names = [type(a).__name__ for a in self.attacks]
         self.wins = [0] * len(self.attacks)
         self.winners: torch.Tensor | None = None
@@ -96,6 +104,7 @@ class WorstCaseAttack:
         Returns:
             the worst adversarial image per image, as the attacks return them (type, dtype, device of ``images``).
         """
+        network = with_inferer(network, self.inferer)
         best, best_score, winners = None, None, None
         for index, attack in enumerate(self.attacks):
             adv = attack(network, images, labels)
@@ -113,8 +122,8 @@ class WorstCaseAttack:
         return convert_to_dst_type(best, images)[0]
 
     def _score(self, network: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with attack_mode(network) if isinstance(network, nn.Module) else nullcontext(), torch.no_grad():
-            logits = network_logits(network, images)
+        with attack_mode(network) if isinstance(network, nn.Module) else nullcontext():
+            logits = AttackObjective(network, images, labels).logits(images)
         labels = check_label_shape(labels, logits).to(logits.device)
         return torch.as_tensor(self.score(logits, labels)).flatten().to(logits.device)
 
@@ -132,11 +141,14 @@ class WorstCaseAttack:
         return dict(zip(keys, self.wins))
 
     def settings(self) -> dict:
-        """The attacks' names and settings and the score, for logs and results files."""
-        return {
+        """The attacks' names and settings and the score (and the inferer, when it is not plain), for logs and results
+        files."""
+        settings = {
             "attacks": [{"name": n, **getattr(a, "settings", dict)()} for n, a in zip(self.names, self.attacks)],
             "score": getattr(self.score, "__qualname__", repr(self.score)),
         }
+        inferer = describe_inferer(self.inferer)
+        return settings if inferer is None else {**settings, "inferer": inferer}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(map(repr, self.attacks))})"
@@ -149,6 +161,7 @@ def ensemble_attack(
     unit: str = "levels",
     data_range: Sequence[float] = (0.0, 1.0),
     score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = dice_score,
+    inferer: Inferer | None = None,
 ) -> WorstCaseAttack:
     """
     The ensemble this project reports: the worst case per image (:py:class:`WorstCaseAttack`) of APGD with the
@@ -163,6 +176,7 @@ def ensemble_attack(
         unit: ``"levels"`` or ``"fraction"``.
         data_range: ``(min, max)`` intensity range of the images.
         score: see :py:class:`WorstCaseAttack`.
+        inferer: see :py:class:`WorstCaseAttack`.
     """
     num_steps = check_positive_int("num_steps", num_steps)
     common = {"norm": norm, "unit": unit, "data_range": data_range}
@@ -176,4 +190,5 @@ def ensemble_attack(
             CosPGD(eps, alpha, num_steps, random_start=False, **common),
         ],
         score,
+        inferer,
     )

@@ -18,7 +18,14 @@ from monai_ext.data.datalist import (
 from monai_ext.data.dataset import CacheDataset, item_files
 from monai_ext.data.label_check import check_label_content
 from monai_ext.data.readers import ImageFileReader
-from monai_ext.data.synthetic import SYNTHETIC_LABELS, make_synthetic_dataset, synthetic_phantom
+from monai_ext.data.synthetic import (
+    SYNTHETIC_LABELS,
+    SYNTHETIC_VOLUME_LABELS,
+    SYNTHETIC_VOLUME_SPACING,
+    make_synthetic_dataset,
+    synthetic_phantom,
+    synthetic_volume,
+)
 from monai_ext.data.writer import IMAGE_EXTENSIONS, DatasetWriter, nifti_bytes, write_image
 
 __all__ = [
@@ -27,6 +34,8 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "SPLITS",
     "SYNTHETIC_LABELS",
+    "SYNTHETIC_VOLUME_LABELS",
+    "SYNTHETIC_VOLUME_SPACING",
     "CacheDataset",
     "DatasetWriter",
     "ImageFileReader",
@@ -42,5 +51,6 @@ __all__ = [
     "resolve_dataset_dir",
     "split_stems",
     "synthetic_phantom",
+    "synthetic_volume",
     "write_image",
 ]

@@ -18,6 +18,7 @@ import torch
 from monai.engines import Evaluator
 from torch import nn
 
+from monai_ext.attacks import describe_inferer, with_inferer
 from monai_ext.engines.sweep import data_digest, engine_metrics, state_digest
 from monai_ext.engines.utils import AdversarialPrepareBatch
 from monai_ext.transforms.attacks import attack_record
@@ -92,7 +93,8 @@ class AttackEvaluation:
     """
     Run a MONAI evaluator on its data clean and under each of several named attacks: for a condition with an attack,
     the evaluator's ``prepare_batch`` becomes an :py:class:`~monai_ext.engines.utils.AdversarialPrepareBatch` of it
-    over the evaluator's own (its network is attacked), then is restored; its metrics are kept per condition.
+    over the evaluator's own (its network is attacked, through the evaluator's inferer:
+    :py:func:`~monai_ext.attacks.with_inferer`), then is restored; its metrics are kept per condition.
 
     With ``output_dir``, ``<name>.json`` is written after each condition with the settings the results depend on (the
     attacks and their settings, digests of the network's weights and of the data): a rerun with the same settings
@@ -141,14 +143,17 @@ class AttackEvaluation:
         self.label, self.overwrite = label, overwrite
 
     def settings(self) -> dict[str, Any]:
-        """The conditions with their attacks' settings, and digests of the network's weights and of the data."""
+        """The conditions with their attacks' settings, the evaluator's inferer (when it is not plain), and digests of
+        the network's weights and of the data."""
         attacks = {k: None if a is None else attack_record(a, {})["settings"] | {"attack": type(a).__name__}
                    for k, a in self.attacks.items()}  # fmt: skip
-        return json_safe({
+        settings = {
             "attacks": attacks,
             "network": state_digest(self.evaluator.network),
             "data": data_digest(self.evaluator.data_loader.dataset),
-        })  # fmt: skip
+        }
+        inferer = describe_inferer(getattr(self.evaluator, "inferer", None))
+        return json_safe(settings if inferer is None else {**settings, "inferer": inferer})
 
     def _finished(self, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if self.results_file is None or not self.results_file.is_file():
@@ -157,9 +162,9 @@ class AttackEvaluation:
         if stored.get("settings") != settings:
             if not self.overwrite:
                 raise ValueError(
-                    f"{self.results_file} holds the results of another evaluation (other network, data or attacks): "
-                    "pass overwrite=True (on a bundle's command line: --overwrite True) to replace them, or write "
-                    "them elsewhere."
+                    f"{self.results_file} holds the results of another evaluation (other network, inferer, data or "
+                    "attacks): pass overwrite=True (on a bundle's command line: --overwrite True) to replace them, or "
+                    "write them elsewhere."
                 )
             return {}
         return {k: v for k, v in stored["results"].items() if k in settings["attacks"]}
@@ -179,6 +184,7 @@ class AttackEvaluation:
         evaluator, clean = self.evaluator, self.evaluator.prepare_batch
         settings = self.settings()
         finished = self._finished(settings)
+        network = with_inferer(evaluator.network, getattr(evaluator, "inferer", None))
         results: dict[str, dict[str, Any]] = {}
         try:
             for condition, attack in self.attacks.items():
@@ -187,7 +193,7 @@ class AttackEvaluation:
                     logger.info("%s: taken from %s", condition, self.results_file)
                     continue
                 if attack is not None:
-                    evaluator.prepare_batch = AdversarialPrepareBatch(attack, evaluator.network, prepare_batch=clean)
+                    evaluator.prepare_batch = AdversarialPrepareBatch(attack, network, prepare_batch=clean)
                 start = time.perf_counter()
                 evaluator.run()
                 evaluator.prepare_batch = clean

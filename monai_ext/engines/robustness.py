@@ -1,14 +1,17 @@
-"""Robustness sweep: a network's Dice and Jaccard on a dataset under an attack at each of several budgets, on the
-sweep engine :py:class:`~monai_ext.engines.LevelSweep`."""
+"""Robustness sweep: a network's Dice and Jaccard (and, on request, its Hausdorff distance in the images' physical
+units, and every image's scores) on a dataset under an attack at each of several budgets, on the sweep engine
+:py:class:`~monai_ext.engines.LevelSweep`."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from ignite.engine import Engine
 from monai.engines import SupervisedEvaluator
 from monai.handlers import MeanDice, MeanIoUHandler, from_engine
 from monai.inferers import Inferer, SimpleInferer
@@ -17,12 +20,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from monai_ext.attacks import SharedTrajectories
-from monai_ext.engines.sweep import LevelSweep
-from monai_ext.utils.checks import check_positive_int
+from monai_ext.engines.sweep import LevelSweep, engine_metrics
+from monai_ext.handlers.hausdorff import PhysicalHausdorffDistance
+from monai_ext.metrics import per_image_distances, per_image_scores
+from monai_ext.utils.checks import check_number, check_positive_int
 from monai_ext.utils.files import json_safe
 from monai_ext.visualize import plot_robustness_curves
 
-__all__ = ["RobustnessSweep"]
+__all__ = ["RobustnessSweep", "hausdorff_key", "robustness_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +48,45 @@ def _describe(attack: Callable) -> dict[str, Any]:
     return {"name": type(attack).__name__, **{k: jsonable(v) for k, v in settings.items()}}
 
 
+def hausdorff_key(percentile: float) -> str:
+    """The name of the Hausdorff distance metric at ``percentile`` in a sweep's evaluator and results: ``"hd95"``."""
+    return f"hd{percentile:g}"
+
+
+def robustness_summary(evaluator: Engine, per_image: bool = False, hausdorff: str | None = None) -> dict[str, Any]:
+    """
+    A budget's results in a :py:class:`RobustnessSweep` (the ``summary`` of its
+    :py:class:`~monai_ext.engines.LevelSweep`): ``mean_dice`` and ``mean_jaccard`` as MONAI's handlers compute them
+    (background excluded; an image without a foreground class left out), and:
+
+    - with ``hausdorff`` (the name of the evaluator's Hausdorff metric, say ``"hd95"``), per image the mean over the
+      classes of its label (:py:func:`~monai_ext.metrics.per_image_distances`) and over the images
+      ``"mean_hd95"`` (the images whose distance is finite), ``"hd95_empty"`` (the images whose prediction misses a
+      class of their label: an infinite distance, counted here and left out of the mean) and ``"hd95_images"`` (the
+      images in the mean; the others have no foreground class in their label, as for Dice);
+    - with ``per_image``, under ``"per_image"``, each image's ``mean_dice`` and ``mean_jaccard`` (classes averaged,
+      NaN for an image without a foreground class) and, with ``hausdorff``, its distance (NaN where undefined) and
+      ``<hausdorff>_empty`` (whether its prediction misses a class of its label), in the data's order.
+    """
+    metrics = engine_metrics(evaluator)
+    details = evaluator.state.metric_details
+    result = {name: metrics[name] for name in ("mean_dice", "mean_jaccard")}
+    scores = {name: per_image_scores(details[name]) for name in ("mean_dice", "mean_jaccard")} if per_image else {}
+    if hausdorff is not None:
+        values, empty = per_image_distances(details[hausdorff], ~torch.isnan(torch.as_tensor(details["mean_dice"])))
+        finite = values[torch.isfinite(values)]
+        mean = float(finite.mean()) if finite.numel() else float("nan")
+        result |= {
+            f"mean_{hausdorff}": mean,
+            f"{hausdorff}_empty": int(empty.sum()),
+            f"{hausdorff}_images": finite.numel(),
+        }
+        scores |= {hausdorff: values, f"{hausdorff}_empty": empty} if per_image else {}
+    if per_image:
+        result["per_image"] = {name: value.tolist() for name, value in scores.items()}
+    return result
+
+
 class RobustnessSweep:
     """
     Evaluate a segmentation network on a dataset under an attack at every budget of a list (the robustness curve
@@ -54,7 +98,10 @@ class RobustnessSweep:
     fixed step and no random start, such as the NLCEN paper's I-FGSM); list them in increasing order to share the
     most.
 
-    Metrics are computed at the network's input resolution (the resolution the attack works at).
+    Metrics are computed at the network's input resolution (the resolution the attack works at). With
+    ``hausdorff_percentile``, the Hausdorff distance at that percentile is measured too, in the units of each label's
+    affine (mm for NIfTI; :py:class:`~monai_ext.handlers.PhysicalHausdorffDistance`), and reported as its mean over
+    the images where it is finite with a count of the images whose prediction is empty (:py:func:`robustness_summary`).
 
     Args:
         network: the segmentation network, returning logits ``(B, num_classes, *spatial)`` in eval mode.
@@ -65,7 +112,11 @@ class RobustnessSweep:
         epsilons: the budgets, in the attack's unit (intensity levels by default), each ``>= 0``.
         num_classes: number of classes, background included.
         device: where the network and the batches run.
-        inferer: the evaluator's inferer; ``SimpleInferer`` by default.
+        inferer: the inferer the network is evaluated and attacked through; ``SimpleInferer`` (the network on the
+            whole batch) by default. A ``SlidingWindowInferer`` on whole volumes: the attack's gradient goes through
+            the sliding window, window chunk by window chunk
+            (:py:func:`~monai_ext.attacks.sliding_window.sliding_window_gradient`), and the results file records
+            the inferer, so that a rerun with another one is refused.
         output_dir: if given, :py:meth:`run` writes ``<name>.json`` there after each budget (a rerun with the same
             settings computes only the budgets it lacks, see :py:class:`~monai_ext.engines.LevelSweep`) and the
             curve ``<name>.png`` at the end.
@@ -73,6 +124,15 @@ class RobustnessSweep:
         label: the curve's legend label in the plot.
         overwrite: replace a ``<name>.json`` of a sweep with other settings (another network, data or attack)
             instead of refusing.
+        level_name: what the levels are, the key of each level in the results: ``"epsilon"`` (an L-inf budget) by
+            default, or another budget of the attack (``"q_max"`` for :py:class:`~monai_ext.attacks.VAFA`); 0 is the
+            clean evaluation whatever the name.
+        hausdorff_percentile: also measure the Hausdorff distance at this percentile (``95``: HD95), in ``(0, 100]``;
+            ``None``: not measured.
+        per_image: keep every image's scores in each budget's results (``"per_image"``, see
+            :py:func:`robustness_summary`), in the results file too, so that a resumed sweep has them.
+        summary: ``evaluator -> dict``, a budget's results, instead of the default (:py:func:`robustness_summary` with
+            ``per_image`` and the Hausdorff metric; MONAI's metrics as they are without either).
     """
 
     def __init__(
@@ -88,10 +148,24 @@ class RobustnessSweep:
         name: str = "robustness",
         label: str = "network",
         overwrite: bool = False,
+        level_name: str = "epsilon",
+        hausdorff_percentile: float | None = None,
+        per_image: bool = False,
+        summary: Callable[[Engine], dict[str, Any]] | None = None,
     ) -> None:
         if check_positive_int("num_classes", num_classes) < 2:
             raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}.")
         metric_args = {"include_background": False, "output_transform": from_engine(["pred", "label"])}
+        additional = {"mean_jaccard": MeanIoUHandler(**metric_args)}
+        hausdorff = None
+        if hausdorff_percentile is not None:
+            percentile = check_number("hausdorff_percentile", hausdorff_percentile, low=0.0, high=100.0)
+            if percentile == 0:
+                raise ValueError("hausdorff_percentile must be in (0, 100], got 0.")
+            hausdorff = hausdorff_key(percentile)
+            additional[hausdorff] = PhysicalHausdorffDistance(percentile=percentile, **metric_args)
+        if summary is None and (per_image or hausdorff is not None):
+            summary = functools.partial(robustness_summary, per_image=bool(per_image), hausdorff=hausdorff)
         post = [Activationsd(keys="pred", softmax=True)]
         post += [AsDiscreted(keys=["pred", "label"], argmax=[True, False], to_onehot=num_classes)]
         evaluator = SupervisedEvaluator(
@@ -101,17 +175,18 @@ class RobustnessSweep:
             inferer=SimpleInferer() if inferer is None else inferer,
             postprocessing=Compose(post),
             key_val_metric={"mean_dice": MeanDice(**metric_args)},
-            additional_metrics={"mean_jaccard": MeanIoUHandler(**metric_args)},
+            additional_metrics=additional,
         )
-        epsilons = LevelSweep.check_levels(epsilons, "epsilon")
+        epsilons = LevelSweep.check_levels(epsilons, level_name)
         self.attack, self.epsilons, self.num_images = attack, epsilons, len(dataloader.dataset)
         self.output_dir = None if output_dir is None else Path(output_dir)
-        self.name, self.label = name, label
+        self.name, self.label, self.level_name = name, label, level_name
         results_file = None if self.output_dir is None else self.output_dir / f"{name}.json"
         header = {"label": label, "attacks": self._attacks(), "num_images": self.num_images}
-        shared = SharedTrajectories(attack, epsilons)
-        self.sweep = LevelSweep(evaluator, shared, epsilons, level_name="epsilon", results_file=results_file,
-                                header=header, overwrite=overwrite)  # fmt: skip
+        header |= {"level_name": level_name} if level_name != "epsilon" else {}  # the key of the levels (a report's)
+        shared = SharedTrajectories(attack, [eps for eps in epsilons if eps > 0])  # 0 is the clean evaluation
+        self.sweep = LevelSweep(evaluator, shared, epsilons, summary=summary or engine_metrics, level_name=level_name,
+                                results_file=results_file, header=header, overwrite=overwrite)  # fmt: skip
 
     def _attacks(self) -> list[dict[str, Any]]:
         """The name and settings of the attack at each budget above 0."""
@@ -122,13 +197,18 @@ class RobustnessSweep:
         Run the sweep.
 
         Returns:
-            ``{"label", "attacks", "num_images", "results": [{"epsilon", "mean_dice", "mean_jaccard", "seconds"}]}``
-            (``attacks``: the name and settings of the attack at each budget above 0); with ``output_dir``, also
-            in ``output_dir/<name>.json`` (with the sweep's settings), and the curve in ``output_dir/<name>.png``.
+            ``{"label", "attacks", "num_images", "results": [{"epsilon", "mean_dice", "mean_jaccard", "seconds"}],
+            "seconds"}`` (``attacks``: the name and settings of the attack at each budget above 0; each result's
+            ``seconds``: the run time of its budget, as measured when it was computed, in this run or the one it
+            resumes; ``"seconds"``: their sum, the sweep's run time; a ``level_name`` other than ``"epsilon"`` is
+            the key of the levels, and is in the summary as ``"level_name"``); with ``output_dir``, also in
+            ``output_dir/<name>.json`` (with the sweep's settings), and the curve in ``output_dir/<name>.png``.
         """
         summary = {"label": self.label, "attacks": self._attacks(), "num_images": self.num_images}
+        summary |= {"level_name": self.level_name} if self.level_name != "epsilon" else {}
         summary["results"] = self.sweep.run()
+        summary["seconds"] = round(sum(r.get("seconds") or 0.0 for r in summary["results"]), 2)
         if self.output_dir is not None:
-            plot_robustness_curves([summary], self.output_dir / f"{self.name}.png")
+            plot_robustness_curves([summary], self.output_dir / f"{self.name}.png", xlabel=self.level_name)
             logger.info("wrote %s and %s", self.output_dir / f"{self.name}.json", self.output_dir / f"{self.name}.png")
         return summary

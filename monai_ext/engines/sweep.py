@@ -18,8 +18,10 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 from monai.engines import Evaluator
+from monai.inferers import Inferer
 from torch import nn
 
+from monai_ext.attacks import describe_inferer, with_inferer
 from monai_ext.engines.utils import AdversarialPrepareBatch
 from monai_ext.utils.checks import check_non_negative
 from monai_ext.utils.files import json_safe, write_json
@@ -62,11 +64,14 @@ class LevelSweep:
     """
     Run an evaluator once per level of a perturbation of its input batches and collect its results per level: the
     evaluator's ``prepare_batch`` becomes an :py:class:`~monai_ext.engines.utils.AdversarialPrepareBatch` of
-    ``perturbation(level)`` over its own (level 0: its own, the clean evaluation), then is restored.
+    ``perturbation(level)`` over its own (level 0: its own, the clean evaluation), then is restored. The perturbation
+    sees the evaluator's network through the evaluator's inferer (:py:func:`~monai_ext.attacks.with_inferer`, one
+    :py:class:`~monai_ext.attacks.InfererNetwork` per run): an attack differentiates through the bundle's sliding
+    window as the evaluator predicts through it.
 
     With a ``results_file``, the finished levels are written there (atomically) after each level, with the sweep's
-    settings: the perturbation factory and its arguments, the summary, and digests of the network's weights and of the
-    evaluator's data. A rerun with the same settings takes the levels it finds there and computes only the missing
+    settings: the perturbation factory and its arguments, the summary, the inferer (when it is not plain), and digests
+    of the network's weights and of the evaluator's data. A rerun with the same settings takes the levels it finds there and computes only the missing
     ones (so a killed sweep resumes where it stopped, and a longer list of levels extends a finished one); a file of
     a sweep with other settings is refused, naming the file and the settings that differ, unless ``overwrite``.
 
@@ -128,14 +133,18 @@ class LevelSweep:
 
     def settings(self) -> dict[str, Any]:
         """What the results at a level depend on besides the level: the perturbation factory with its arguments, the
-        summary, and digests of the network's weights and of the evaluator's data (its datalist and first item)."""
-        return {
+        summary, the evaluator's inferer (:py:func:`~monai_ext.attacks.describe_inferer`, when it is not plain: a
+        file of the plain network call stays valid) and digests of the network's weights and of the evaluator's data
+        (its datalist and first item)."""
+        settings = {
             "level_name": self.level_name,
             "perturbation": describe_callable(self.perturbation),
             "summary": describe_callable(self.summary),
             "network": state_digest(self.evaluator.network),
             "data": data_digest(self.evaluator.data_loader.dataset),
         }
+        inferer = describe_inferer(getattr(self.evaluator, "inferer", None))
+        return settings if inferer is None else {**settings, "inferer": inferer}
 
     def _finished(self, settings: dict[str, Any]) -> dict[float, dict[str, Any]]:
         """The results per level that ``results_file`` holds for ``settings`` (none without a file)."""
@@ -174,6 +183,7 @@ class LevelSweep:
         evaluator, clean = self.evaluator, self.evaluator.prepare_batch
         settings = self.settings() if self.results_file is not None else {}
         finished = self._finished(settings)
+        network = with_inferer(evaluator.network, getattr(evaluator, "inferer", None))
         results = []
         try:
             for index, level in enumerate(self.levels):
@@ -184,9 +194,7 @@ class LevelSweep:
                     continue
                 perturbation = self.perturbation(level) if level > 0 else None
                 if perturbation is not None:
-                    evaluator.prepare_batch = AdversarialPrepareBatch(
-                        perturbation, evaluator.network, prepare_batch=clean
-                    )
+                    evaluator.prepare_batch = AdversarialPrepareBatch(perturbation, network, prepare_batch=clean)
                 wins_before = _win_counts(perturbation)
                 start = time.perf_counter()
                 evaluator.run()
@@ -224,10 +232,13 @@ def describe_callable(function: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """``value`` as a JSON value, else a callable's description, else its ``repr`` (without a memory address)."""
+    """``value`` as a JSON value, else an inferer's or a callable's description, else its ``repr`` (without a memory
+    address)."""
     try:
         return json_safe(value)
     except TypeError:
+        if isinstance(value, Inferer):
+            return describe_inferer(value)
         if callable(value):
             return describe_callable(value)
         text = repr(value)

@@ -1,9 +1,10 @@
 """Engine plug-ins of ``monai_ext``: ProtoSeg feature recording, metric handlers and results writer, per-class metric
-tables, and the adversarial ``prepare_batch`` under its old name."""
+tables, the Hausdorff distance in mm, and the adversarial ``prepare_batch`` under its old name."""
 
 from monai_ext.engines.utils import AdversarialPrepareBatch  # re-export: configs name it here
 from monai_ext.handlers.class_metrics import ClassMetricsSaver
 from monai_ext.handlers.feature_recorder import FeatureRecorderHandler, batch_items, item_name, layer_name, stack_items
+from monai_ext.handlers.hausdorff import PhysicalHausdorffDistance
 from monai_ext.handlers.metrics_saver import AtomicMetricsSaver
 from monai_ext.handlers.per_image import PerImageMetricsSaver
 from monai_ext.handlers.pixel_accuracy import PixelAccuracyHandler
@@ -28,6 +29,7 @@ __all__ = [
     "MeanSAScoreHandler",
     "OutputDiceHandler",
     "PerImageMetricsSaver",
+    "PhysicalHausdorffDistance",
     "PixelAccuracyHandler",
     "ProtoSegSaver",
     "SAMPlotHandler",

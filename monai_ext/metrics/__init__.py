@@ -1,7 +1,7 @@
 """Metrics of ``monai_ext``: ProtoSeg segmentation ability (maps, scores, summaries), Variance of Gradients, pixel
 accuracy, per-image scores and their summaries."""
 
-from monai_ext.metrics.per_image import density_curve, mean_standard_error, per_image_scores
+from monai_ext.metrics.per_image import density_curve, mean_standard_error, per_image_distances, per_image_scores
 from monai_ext.metrics.pixel_accuracy import PixelAccuracyMetric, compute_pixel_accuracy
 from monai_ext.metrics.protoseg_map import (
     binarize_prediction,
@@ -49,6 +49,7 @@ __all__ = [
     "mean_standard_error",
     "mean_std",
     "noise_summary",
+    "per_image_distances",
     "per_image_scores",
     "protoseg",
     "protoseg_maps",

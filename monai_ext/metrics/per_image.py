@@ -13,7 +13,7 @@ import torch
 from monai.metrics.confusion_matrix import compute_confusion_matrix_metric
 from scipy.stats import gaussian_kde
 
-__all__ = ["density_curve", "mean_standard_error", "per_image_scores"]
+__all__ = ["density_curve", "mean_standard_error", "per_image_distances", "per_image_scores"]
 
 
 def per_image_scores(details: torch.Tensor, metric_name: str | None = None) -> torch.Tensor:
@@ -36,6 +36,43 @@ def per_image_scores(details: torch.Tensor, metric_name: str | None = None) -> t
     if details.ndim != 2:
         raise ValueError(f"details must be (N, C) values or (N, C, 4) confusion matrices, got {tuple(details.shape)}.")
     return details.nanmean(dim=1)
+
+
+def per_image_distances(distances: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    One distance per image from per-class surface distances (MONAI's ``HausdorffDistanceMetric`` and its handlers'
+    ``metric_details``), and which images have an empty prediction.
+
+    MONAI gives a non-finite distance (NaN, or inf) for a class whose prediction or label is empty. Per image:
+
+    - the classes its label lacks are left out (``present`` is ``False``; the same images and classes that
+      ``DiceMetric`` leaves out with ``ignore_empty``);
+    - a class of its label that its prediction misses has an infinite distance, so the image's distance is undefined:
+      it is flagged ``empty`` (to be counted, never silently dropped) and its value is NaN;
+    - otherwise its value is the mean over the classes of its label; NaN (not flagged) for an image whose label has no
+      class at all.
+
+    Args:
+        distances: ``(N, C)`` per image and class.
+        present: ``(N, C)`` bool, where the label has the class (for example ``~isnan`` of ``DiceMetric``'s per-class
+            details, which are NaN exactly where the label lacks the class).
+
+    Returns:
+        ``(values, empty)``: ``(N,)`` float64 distances and ``(N,)`` bool.
+    """
+    distances = torch.as_tensor(distances, dtype=torch.float64)
+    present = torch.as_tensor(present, dtype=torch.bool)
+    if distances.ndim == 1:
+        distances, present = distances[:, None], present.reshape(-1, 1)
+    if distances.ndim != 2 or present.shape != distances.shape:
+        raise ValueError(
+            f"distances and present must both be (N, C), got {tuple(distances.shape)} and {tuple(present.shape)}."
+        )
+    missed = present & ~torch.isfinite(distances)
+    empty = missed.any(dim=1)
+    kept = torch.where(present, distances, torch.nan)
+    values = torch.where(empty | ~present.any(dim=1), torch.nan, kept.nanmean(dim=1))
+    return values, empty
 
 
 def mean_standard_error(values: Sequence[float] | torch.Tensor | np.ndarray) -> dict[str, float]:

@@ -98,7 +98,8 @@ def training_section(runs_dir: Path, out_dir: Path) -> list[str]:
 def _summaries(data: Any) -> list[dict[str, Any]] | None:
     """The robustness summaries (``{"label", "results"}``) of a sweep file, or ``None`` for another layout."""
     if isinstance(data, dict) and isinstance(data.get("results"), list):
-        return [data]
+        settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
+        return [{"level_name": settings.get("level_name", "epsilon"), **data}]  # a LevelSweep file names its levels
     if isinstance(data, list) and data and all(isinstance(d, dict) and "results" in d for d in data):
         return data
     return None
@@ -122,12 +123,13 @@ def robustness_section(eval_dir: Path, out_dir: Path) -> list[str]:
                 summaries, out_dir / FIGURES / _slug(Path("robustness", rel)), rel.as_posix()
             )
             parts.append(figure_html(f"{FIGURES}/{figure.name}", f"robustness curves: {rel.as_posix()}"))
+            level = summaries[0].get("level_name", "epsilon")  # a sweep over another budget: VAFA's q_max
             rows = [
-                [s.get("label", "network"), f"{r['epsilon']:g}", f"{r['mean_dice']:.4f}", f"{r['mean_jaccard']:.4f}"]
+                [s.get("label", "network"), f"{r[level]:g}", f"{r['mean_dice']:.4f}", f"{r['mean_jaccard']:.4f}"]
                 for s in summaries
-                for r in sorted(s["results"], key=lambda r: r["epsilon"])
+                for r in sorted(s["results"], key=lambda r: r[level])
             ]
-            parts.append(table_html(Table(rel.as_posix(), ["network", "epsilon", "mean Dice", "mean Jaccard"], rows)))
+            parts.append(table_html(Table(rel.as_posix(), ["network", level, "mean Dice", "mean Jaccard"], rows)))
         elif path.with_suffix(".png").is_file():
             src = _copy_png(path.with_suffix(".png"), out_dir, _slug(Path("robustness", rel)))
             parts.append(figure_html(src, f"robustness: {rel.with_suffix('.png').as_posix()}"))

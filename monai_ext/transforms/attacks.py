@@ -16,10 +16,12 @@ from typing import Any
 
 import torch
 from monai.config import KeysCollection
+from monai.inferers import Inferer
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 from torch import nn
 
+from monai_ext.attacks import describe_inferer, with_inferer
 from monai_ext.utils.checks import check_callable
 from monai_ext.utils.files import json_safe
 
@@ -41,12 +43,15 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-def attack_record(attack: Callable, record: Mapping[str, Any]) -> dict[str, Any]:
+def attack_record(attack: Callable, record: Mapping[str, Any], inferer: Inferer | None = None) -> dict[str, Any]:
     """
     ``{"attack": class name, "settings": attack.settings(), "record": record}`` as JSON values (a setting JSON
-    cannot hold, such as a callable loss, as its ``repr``).
+    cannot hold, such as a callable loss, as its ``repr``); the settings name ``inferer``, the inferer the attack ran
+    the network through, when it is not plain (:py:func:`~monai_ext.attacks.describe_inferer`).
     """
     settings = attack.settings() if hasattr(attack, "settings") else {}
+    if describe_inferer(inferer) is not None:
+        settings = {**settings, "inferer": describe_inferer(inferer)}
     settings = {k: _jsonable(v) for k, v in settings.items()}
     return {"attack": type(attack).__name__, "settings": settings, "record": json_safe(dict(record))}
 
@@ -87,6 +92,9 @@ class Attackd(MapTransform):
         network: the network to attack. Its modes, parameters and gradients are left as they were (by the attacks
             of :py:mod:`monai_ext.attacks`).
         device: where to run the attack; ``None`` (default) is the device of the network's parameters.
+        inferer: the inferer the attack runs the network through (a bundle's ``SlidingWindowInferer``, to attack whole
+            volumes), see :py:func:`~monai_ext.attacks.with_inferer`; ``None`` (default): the network as it is. A
+            record (``record_key``) then names it in its settings.
         record_key: if given, the key that receives what the attack did (see above); the attack must have
             ``with_record`` (every attack of :py:mod:`monai_ext.attacks` has).
         batched: the data are a collated batch.
@@ -103,11 +111,13 @@ class Attackd(MapTransform):
         record_key: str | None = None,
         batched: bool = False,
         allow_missing_keys: bool = False,
+        inferer: Inferer | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.label_key = label_key
         self.attack = check_callable("attack", attack, "a callable (network, images, labels) -> images")
-        self.network = check_callable("network", network, "a torch.nn.Module (or a callable)")
+        self.network = with_inferer(check_callable("network", network, "a torch.nn.Module (or a callable)"), inferer)
+        self.inferer = inferer
         self.device = torch.device(device) if device is not None else None
         self.record_key = record_key
         if record_key is not None:
@@ -138,7 +148,7 @@ class Attackd(MapTransform):
                 adv = self.attack(self.network, batch, label)
             else:
                 adv, records = self.attack.with_record(self.network, batch, label)
-                records = [attack_record(self.attack, record) for record in records]
+                records = [attack_record(self.attack, record, self.inferer) for record in records]
                 d[self.record_key] = records if self.batched else records[0]
             adv = adv if self.batched else adv[0]
             d[key] = convert_to_dst_type(adv, img, dtype=adv.dtype)[0]

@@ -12,9 +12,14 @@ A bundle's ``train.json`` wires them as follows (ids of every bundle; ``resume``
     "checkpoint_loader": {"_target_": "CheckpointLoader", "load_path": "@checkpoint_path", "load_dict": "@checkpoint"},
     "run_folder": {"_target_": "monai_ext.utils.prepare_ckpt_dir", "ckpt_dir": "@ckpt_dir", "resume": "@resume",
                    "overwrite": "@overwrite", "handlers": "@train#handlers"},
-    "initialize": ["$monai.utils.set_determinism(seed=0)", "@run_folder",
+    "initialize": ["$monai.utils.set_determinism(seed=0)",
                    "$@train#trainer.add_event_handler(ignite.engine.Events.EPOCH_COMPLETED, @checkpoint_saver)",
-                   "$@resume and @checkpoint_loader.attach(@train#trainer)"]
+                   "$@resume and @checkpoint_loader.attach(@train#trainer)"],
+    "run": ["@run_folder", "$@train#trainer.run()"]
+
+The folder is prepared (and an earlier run refused) when the run starts, not in ``initialize``: a tool that only reads a
+trained bundle's workflow (MONAI's ``create_workflow(..., workflow_type="train")`` and ``check_properties()``,
+``python -m monai_ext robustness``) initialises it next to the earlier run's ``models/model.pt`` without an error.
 
 This module imports no other ``monai_ext`` package.
 """

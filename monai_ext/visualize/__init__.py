@@ -13,8 +13,10 @@ from monai_ext.visualize.protoseg import (
     plot_unit_scores,
 )
 from monai_ext.visualize.segmentation import plot_segmentations
+from monai_ext.visualize.slices import plot_attacked_slices, slice_planes
 
 __all__ = [
+    "plot_attacked_slices",
     "plot_condition_bars",
     "plot_layer_scores",
     "plot_metric_densities",
@@ -27,4 +29,5 @@ __all__ = [
     "plot_segmentations",
     "plot_training_curves",
     "plot_unit_scores",
+    "slice_planes",
 ]

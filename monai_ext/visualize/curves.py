@@ -22,7 +22,8 @@ def plot_robustness_curves(
 
     Args:
         summaries: results of :py:meth:`monai_ext.engines.RobustnessSweep.run`, each with ``"label"`` and
-            ``"results"`` (a list of ``{"epsilon", "mean_dice", "mean_jaccard"}``).
+            ``"results"`` (a list of ``{"epsilon", "mean_dice", "mean_jaccard"}``; the budgets under another key where
+            the summary names it as its ``"level_name"``).
         path: the PNG file to write (folders are created).
         title: the figure's title.
         xlabel: the x axis label (the attack budget and its unit).
@@ -72,9 +73,10 @@ def _plot_panels(
         for summary in summaries:
             label = summary.get("label", "network")
             colour = colours.setdefault(label, f"C{len(colours) % 10}")
-            results = sorted(summary["results"], key=lambda r: r["epsilon"])
+            level = summary.get("level_name", "epsilon")  # the key of the budgets (VAFA's: "q_max")
+            results = sorted(summary["results"], key=lambda r: r[level])
             ax.plot(
-                [r["epsilon"] for r in results],
+                [r[level] for r in results],
                 [r[key] for r in results],
                 marker="o",
                 markersize=3,

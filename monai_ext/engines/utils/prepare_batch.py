@@ -21,8 +21,10 @@ from typing import Any
 
 import torch
 from monai.engines.utils import PrepareBatch, PrepareBatchDefault
+from monai.inferers import Inferer
 from torch import nn
 
+from monai_ext.attacks import with_inferer
 from monai_ext.utils.checks import check_callable, check_fraction
 
 __all__ = ["AdversarialPrepareBatch", "ImagePrepareBatch"]
@@ -93,7 +95,8 @@ class AdversarialPrepareBatch(ImagePrepareBatch):
         "prepare_batch": {
             "_target_": "monai_ext.engines.utils.AdversarialPrepareBatch",
             "attack": {"_target_": "monai_ext.attacks.IterativeFGSM", "eps": 8, "target": "inverse"},
-            "network": "@network"
+            "network": "@network",
+            "inferer": "@inferer"
         }
 
     Args:
@@ -106,6 +109,8 @@ class AdversarialPrepareBatch(ImagePrepareBatch):
             ``(images, labels)`` or ``(images, labels, args, kwargs)``; ``None`` is MONAI's
             :py:class:`~monai.engines.utils.PrepareBatchDefault`. Extra ``args``/``kwargs`` go to the engine's
             inferer unchanged; the attack calls ``network(images)`` only.
+        inferer: the inferer the attack runs the network through (the evaluator's: a ``SlidingWindowInferer`` on
+            whole volumes), see :py:func:`~monai_ext.attacks.with_inferer`; ``None`` (default): the network as it is.
     """
 
     def __init__(
@@ -114,9 +119,10 @@ class AdversarialPrepareBatch(ImagePrepareBatch):
         network: nn.Module,
         mix: float = 1.0,
         prepare_batch: Callable | None = None,
+        inferer: Inferer | None = None,
     ) -> None:
         self.attack = check_callable("attack", attack, "a callable (network, images, labels) -> images")
-        self.network = check_callable("network", network, "a torch.nn.Module (or a callable)")
+        self.network = with_inferer(check_callable("network", network, "a torch.nn.Module (or a callable)"), inferer)
         self.mix = check_fraction("mix", mix)
         super().__init__(prepare_batch)
 
