@@ -36,3 +36,8 @@ python -m monai_ext robustness --bundle "$WORK" --dataset_dir "$DATA" \
     --validate#inferer#roi_size "[64,64,32]" \
     --attacks "${ATTACKS:-[fgsm,pgd,segpgd,cospgd]}" --epsilons "[0,2,4,8]" --num_steps "${STEPS:-10}" \
     --max_images "${IMAGES:-20}" --output_dir "$WORK/eval/attack_benchmark"
+# the files the docs cite (weights are not committed: the table names the file and digest it evaluated)
+RESULTS=bundles/robust3d/docs/results/zoo_spleen
+mkdir -p "$RESULTS"
+cp -r "$WORK"/eval/attack_benchmark/* "$RESULTS"/
+python scripts/training_curve.py "$WORK/eval" "$RESULTS/training" --title "zoo spleen_ct_segmentation on la2018_mri"
