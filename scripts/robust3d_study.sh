@@ -13,20 +13,21 @@ C=bundles/robust3d/configs
 M=bundles/robust3d/models
 RESULTS=bundles/robust3d/docs/results
 EPOCHS=${EPOCHS:-60}
-TWIN_EPOCHS=${TWIN_EPOCHS:-3}
+TWIN_EPOCHS=${TWIN_EPOCHS:-2}
 STEPS=${STEPS:-5}
-IMAGES=${IMAGES:-5}
+IMAGES=${IMAGES:-4}
 NLCE=(--network_def#_target_ monai_ext.networks.nets.NLCEUNet --network_def#num_codes 32)
 
-# the 3D UNet, its clean test scores and its robustness table
+unet() {  # the 3D UNet, its clean test scores and its robustness table
 [ -f $M/model.pt ] || python -m monai.bundle run --config_file $C/train.json --dataset_dir "$DATA" --epochs "$EPOCHS"
 python -m monai.bundle run --config_file "['$C/train.json','$C/evaluate.json']" --dataset_dir "$DATA" \
     --eval_dir "$RESULTS/unet_clean"
 python -m monai_ext robustness --bundle bundles/robust3d --dataset_dir "$DATA" \
     --attacks "[fgsm,pgd,segpgd,cospgd,apgd,vafa]" --epsilons "[0,2,4,8]" --num_steps "$STEPS" \
     --max_images "$IMAGES" --output_dir "$RESULTS/unet_attacks"
+}
 
-# the twins: online PGD training (eps 4 levels, 2 steps) and the UNet with an NLCE block, both from the UNet's weights
+twins() {  # online PGD training (eps 4 levels, 2 steps) and the UNet with an NLCE block, from the UNet's weights
 [ -f $M/pgd_training/model.pt ] || python -m monai.bundle run --config_file "['$C/train.json','$C/train_pgd.json']" \
     --dataset_dir "$DATA" --init_ckpt $M/model.pt --epochs "$TWIN_EPOCHS" --pgd_train_steps 2
 [ -f $M/nlce/model.pt ] || python -m monai.bundle run --config_file "['$C/train.json','$C/train_nlce.json']" \
@@ -41,3 +42,11 @@ python -m monai_ext robustness --bundle bundles/robust3d --dataset_dir "$DATA" -
 python -m monai_ext robustness --bundle bundles/robust3d --dataset_dir "$DATA" --ckpt_path $M/nlce/model.pt "${NLCE[@]}" \
     --attacks "[fgsm,pgd]" --epsilons "[0,2,4,8]" --num_steps "$STEPS" --max_images "$IMAGES" \
     --output_dir "$RESULTS/nlce_attacks"
+}
+
+# the UNet must be trained first; then its attacks and the twins run side by side (one thread each: 2 cores)
+[ -f $M/model.pt ] || python -m monai.bundle run --config_file $C/train.json --dataset_dir "$DATA" --epochs "$EPOCHS"
+mkdir -p logs
+OMP_NUM_THREADS=1 unet > logs/robust3d_unet.log 2>&1 &
+OMP_NUM_THREADS=1 twins > logs/robust3d_twins.log 2>&1 &
+wait
