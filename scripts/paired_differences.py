@@ -1,7 +1,8 @@
 """
 Paired differences of a robustness table's per-image results: for each attack and budget, the mean over the images of
 (attacked Dice - clean Dice), its paired standard error (the standard deviation of the differences / sqrt(n)) and the
-number of images that lost Dice, as a Markdown table (and JSON beside it). The clean Dice of an image is its score at
+number of images that lost Dice, as a Markdown table (and JSON beside it). An empty budget is an attack's own budget
+(VAFA's ``q_max``), shown as "own". The clean Dice of an image is its score at
 budget 0 of the same attack (the same for every attack: the clean network on the clean image).
 
 Example (the 3D study of bundles/robust3d/docs/README.md)::
@@ -28,10 +29,10 @@ def paired_differences(per_image_csv: str, metric: str = "dice") -> str:
     Raises:
         ValueError: an attack has no budget 0, or an attacked image has no clean score.
     """
-    scores: dict[tuple[str, float], dict[str, float]] = defaultdict(dict)
+    scores: dict[tuple[str, float], dict[str, float]] = defaultdict(dict)  # an own budget is epsilon inf
     with open(per_image_csv, newline="") as f:
         for row in csv.DictReader(f):
-            scores[(row["attack"], float(row["epsilon"]))][row["image"]] = float(row[metric])
+            scores[(row["attack"], float(row["epsilon"] or "inf"))][row["image"]] = float(row[metric])
     rows = []
     for (attack, eps), attacked in sorted(scores.items()):
         if eps == 0:
@@ -58,7 +59,7 @@ def paired_differences(per_image_csv: str, metric: str = "dice") -> str:
         "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['attack']} | {r['epsilon']:g} | {r['n']} | {r['mean_difference']:+.4f} | {r['paired_se']:.4f} | "
+        f"| {r['attack']} | {'own' if math.isinf(r['epsilon']) else format(r['epsilon'], 'g')} | {r['n']} | {r['mean_difference']:+.4f} | {r['paired_se']:.4f} | "
         f"{r['images_worse']} |"
         for r in rows
     ]
