@@ -7,7 +7,8 @@
 # Usage: bash scripts/zoo_spleen_on_la2018.sh [DATASET_DIR] [WORK_DIR] [EPOCHS]
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-DATA=$(cd "${1:-$REPO/../shared/datasets/la2018_mri}" && pwd)
+DATA_REL=${1:-../shared/datasets/la2018_mri}  # as given, relative to the repository: the result files name it
+DATA=$(cd "$REPO" && cd "$DATA_REL" && pwd)
 WORK=${2:-$REPO/bundles/robust3d/study/zoo_spleen}
 EPOCHS=${3:-40}
 mkdir -p "$(dirname "$WORK")"
@@ -30,7 +31,7 @@ MRI=(
 
 # robustness through the bundle's own network, preprocessing and sliding-window inferer, on la2018_mri's test split
 cd "$REPO"
-python -m monai_ext robustness --bundle "$WORK" --dataset_dir "$DATA" \
+python -m monai_ext robustness --bundle "$WORK" --dataset_dir "$DATA_REL" \
     --train#deterministic_transforms#3#pixdim "[1.25,1.25,1.25]" \
     --train#deterministic_transforms#4#a_min 0 --train#deterministic_transforms#4#a_max 255 \
     --validate#inferer#roi_size "[64,64,32]" \
