@@ -7,19 +7,8 @@ input gradient is taken one chunk of windows at a time (``sliding_window_gradien
 """
 
 from monai_ext.attacks.apgd import APGD, apgd_checkpoints
-from monai_ext.attacks.base import (
-    Attack,
-    AttackObjective,
-    attack_loss,
-    attack_mode,
-    check_target,
-    network_logits,
-    pixel_losses,
-    project,
-    resolve_target,
-    to_data_units,
-    two_class_logits,
-)
+from monai_ext.attacks.ball import project, to_data_units
+from monai_ext.attacks.base import Attack
 from monai_ext.attacks.block_dct import block_dct, block_idct
 from monai_ext.attacks.cospgd import CosPGD, cospgd_loss, cospgd_weights
 from monai_ext.attacks.fgsm import FGSM
@@ -27,6 +16,8 @@ from monai_ext.attacks.gradient_perturbation import GPResult, GradientPerturbati
 from monai_ext.attacks.inferer import InfererNetwork, describe_inferer, is_plain_inferer, with_inferer
 from monai_ext.attacks.iterative_fgsm import IterativeFGSM, kurakin_num_steps
 from monai_ext.attacks.layered_pgd import LayeredPGD
+from monai_ext.attacks.losses import attack_loss, pixel_losses, two_class_logits
+from monai_ext.attacks.objective import AttackObjective, attack_mode, check_target, network_logits, resolve_target
 from monai_ext.attacks.pgd import PGD
 from monai_ext.attacks.segpgd import SegPGD, segpgd_loss, segpgd_weights
 from monai_ext.attacks.shared_sweep import SharedTrajectories, shared_sweep, shares_trajectory

@@ -20,16 +20,10 @@ from collections.abc import Sequence
 import torch
 from monai.inferers import Inferer
 
-from monai_ext.attacks.base import (
-    NORMS,
-    Attack,
-    AttackObjective,
-    LossLike,
-    TargetLike,
-    attack_loss,
-    project,
-    two_class_logits,
-)
+from monai_ext.attacks.ball import NORMS, project
+from monai_ext.attacks.base import Attack
+from monai_ext.attacks.losses import LossLike, attack_loss, two_class_logits
+from monai_ext.attacks.objective import AttackObjective, TargetLike
 from monai_ext.utils.checks import check_choice, check_fraction, check_non_negative_int
 
 __all__ = ["APGD", "apgd_checkpoints"]
@@ -84,12 +78,12 @@ class APGD(Attack):
         norm: ``"linf"`` (default) or ``"l2"``.
         momentum: the weight of the new step, ``0.75`` as in the paper.
         rho: the fraction of steps that must raise the objective between checkpoints, ``0.75`` as in the paper.
-        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.base.to_data_units`.
+        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.ball.to_data_units`.
         data_range: ``(min, max)`` intensity range of the images.
         loss: ``"ce"`` (default), ``"jsd"`` or ``"masked_ce"`` (the SEA losses, see
-            :py:func:`monai_ext.attacks.base.pixel_losses`), ``"dice"`` or a callable.
+            :py:func:`monai_ext.attacks.losses.pixel_losses`), ``"dice"`` or a callable.
         target: ``None`` (untargeted, default), ``"inverse"``, a class index or a callable; see
-            :py:func:`monai_ext.attacks.base.resolve_target`.
+            :py:func:`monai_ext.attacks.objective.resolve_target`.
         inferer: a MONAI inferer the network is run through; see :py:class:`~monai_ext.attacks.base.Attack`.
 
     Example::

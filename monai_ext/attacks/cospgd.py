@@ -20,7 +20,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from monai_ext.attacks.base import pixel_losses, two_class_logits
+from monai_ext.attacks.losses import pixel_losses, two_class_logits
 from monai_ext.attacks.pgd import PixelWeightedPGD
 
 __all__ = ["CosPGD", "cospgd_loss", "cospgd_weights"]

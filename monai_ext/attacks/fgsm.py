@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from monai_ext.attacks.base import Attack, AttackObjective
+from monai_ext.attacks.base import Attack
+from monai_ext.attacks.objective import AttackObjective
 
 __all__ = ["FGSM"]
 
@@ -34,11 +35,11 @@ class FGSM(Attack):
     Args:
         eps: step size and L-inf budget in ``unit``, ``>= 0``; ``eps=8`` with ``unit="levels"`` is ``8 / 255`` of the
             data range.
-        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.base.to_data_units`.
+        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.ball.to_data_units`.
         data_range: ``(min, max)`` intensity range of the images.
-        loss: ``"ce"`` (default), ``"dice"`` or a callable; see :py:func:`monai_ext.attacks.base.attack_loss`.
+        loss: ``"ce"`` (default), ``"dice"`` or a callable; see :py:func:`monai_ext.attacks.losses.attack_loss`.
         target: ``None`` (untargeted, default), ``"inverse"``, a class index or a callable
-            ``(images, labels) -> target labels``; see :py:func:`monai_ext.attacks.base.resolve_target`.
+            ``(images, labels) -> target labels``; see :py:func:`monai_ext.attacks.objective.resolve_target`.
 
     Example::
 

@@ -29,8 +29,8 @@ from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 from torch import nn
 
-from monai_ext.attacks.base import AttackObjective, _as_plain, attack_mode
 from monai_ext.attacks.inferer import describe_inferer, with_inferer
+from monai_ext.attacks.objective import AttackObjective, as_plain, attack_mode
 from monai_ext.utils.checks import (
     check_fraction,
     check_image_batch,
@@ -198,8 +198,8 @@ class GradientPerturbation:
         """
         network = with_inferer(network, self.inferer)
         check_image_batch(images, self.clip_range or (-math.inf, math.inf))
-        x = _as_plain(images).detach()
-        y = check_label_shape(_as_plain(labels), x).detach().to(x.device)
+        x = as_plain(images).detach()
+        y = check_label_shape(as_plain(labels), x).detach().to(x.device)
         with torch.inference_mode(False), torch.enable_grad():
             x, y = x.clone(), y.clone()  # normal tensors even if the batch was made in inference mode
             with attack_mode(network) if isinstance(network, nn.Module) else nullcontext():

@@ -21,7 +21,10 @@ from collections.abc import Sequence
 import torch
 from monai.inferers import Inferer
 
-from monai_ext.attacks.base import LEVELS, Attack, AttackObjective, LossLike, TargetLike, project
+from monai_ext.attacks.ball import LEVELS, project
+from monai_ext.attacks.base import Attack
+from monai_ext.attacks.losses import LossLike
+from monai_ext.attacks.objective import AttackObjective, TargetLike
 from monai_ext.utils.checks import check_non_negative, check_non_negative_int
 
 __all__ = ["IterativeFGSM", "kurakin_num_steps"]
@@ -63,11 +66,11 @@ class IterativeFGSM(Attack):
             (the paper's ``alpha = 1``).
         num_steps: number of iterations, ``>= 0``; ``None`` (default) takes :py:func:`kurakin_num_steps` of
             ``eps`` in levels (``eps * 255`` when ``unit="fraction"``).
-        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.base.to_data_units`.
+        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.ball.to_data_units`.
         data_range: ``(min, max)`` intensity range of the images.
         loss: ``"ce"`` (default, the per-pixel cross-entropy of the paper), ``"dice"`` or a callable.
         target: ``None`` (untargeted, default, Kurakin's basic iterative method), ``"inverse"`` (the NLCEN paper's
-            target), a class index or a callable; see :py:func:`monai_ext.attacks.base.resolve_target`.
+            target), a class index or a callable; see :py:func:`monai_ext.attacks.objective.resolve_target`.
         inferer: a MONAI inferer the network is run through; see :py:class:`~monai_ext.attacks.base.Attack`.
     """
 

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from monai.inferers import Inferer
 
-from monai_ext.attacks.base import AttackObjective, LossLike
+from monai_ext.attacks.losses import LossLike
+from monai_ext.attacks.objective import AttackObjective
 from monai_ext.attacks.pgd import PGD
 
 __all__ = ["LayeredPGD"]
@@ -51,9 +52,9 @@ class LayeredPGD(PGD):
         norm: ``"linf"`` (default) or ``"l2"``.
         random_start: start the first pass from a random point of the ball (once, not at every pass: each pass
             starts where the previous one ended).
-        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.base.to_data_units`.
+        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.ball.to_data_units`.
         data_range: ``(min, max)`` intensity range of the images.
-        loss: ``"ce"`` (default), ``"dice"`` or a callable; see :py:func:`monai_ext.attacks.base.attack_loss`.
+        loss: ``"ce"`` (default), ``"dice"`` or a callable; see :py:func:`monai_ext.attacks.losses.attack_loss`.
         seed: seed of the random start; see :py:class:`~monai_ext.attacks.PGD`.
         inferer: a MONAI inferer the network is run through; see :py:class:`~monai_ext.attacks.base.Attack`.
 

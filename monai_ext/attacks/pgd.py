@@ -20,7 +20,10 @@ from collections.abc import Sequence
 import torch
 from monai.inferers import Inferer
 
-from monai_ext.attacks.base import NORMS, Attack, AttackObjective, LossLike, TargetLike, project
+from monai_ext.attacks.ball import NORMS, project
+from monai_ext.attacks.base import Attack
+from monai_ext.attacks.losses import LossLike
+from monai_ext.attacks.objective import AttackObjective, TargetLike
 from monai_ext.utils.checks import check_choice, check_non_negative, check_non_negative_int
 
 __all__ = ["PGD", "PixelWeightedPGD"]
@@ -47,12 +50,12 @@ class PGD(Attack):
         num_steps: number of iterations, ``>= 0``.
         norm: ``"linf"`` (default) or ``"l2"``.
         random_start: whether to start from a random point of the ball (default) or from the clean images.
-        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.base.to_data_units`.
+        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.ball.to_data_units`.
         data_range: ``(min, max)`` intensity range of the images.
-        loss: ``"ce"`` (default), ``"dice"`` or a callable; see :py:func:`monai_ext.attacks.base.attack_loss`.
+        loss: ``"ce"`` (default), ``"dice"`` or a callable; see :py:func:`monai_ext.attacks.losses.attack_loss`.
         target: ``None`` (untargeted, default), ``"inverse"``, a class index (the robust training paper attacks
             with ``target=0``, full-area background) or a callable; see
-            :py:func:`monai_ext.attacks.base.resolve_target`.
+            :py:func:`monai_ext.attacks.objective.resolve_target`.
         seed: seed of the random start, drawn on the CPU so that it is the same on every device; successive calls
             draw successive starts of the seeded stream. ``None`` (default) uses torch's global generator.
         inferer: a MONAI inferer the network is run through; see :py:class:`~monai_ext.attacks.base.Attack`.
@@ -164,10 +167,10 @@ class PixelWeightedPGD(PGD):
         num_steps: number of iterations ``T``, ``>= 0``.
         norm: ``"linf"`` (default) or ``"l2"``; see :py:class:`PGD`.
         random_start: start from a random point of the ball (default, as in both papers) or from the clean images.
-        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.base.to_data_units`.
+        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.ball.to_data_units`.
         data_range: ``(min, max)`` intensity range of the images.
         target: ``None`` (untargeted, default), ``"inverse"``, a class index or a callable; see
-            :py:func:`monai_ext.attacks.base.resolve_target`.
+            :py:func:`monai_ext.attacks.objective.resolve_target`.
         seed: seed of the random start; see :py:class:`PGD`.
         inferer: a MONAI inferer the network is run through; see :py:class:`~monai_ext.attacks.base.Attack`.
     """

@@ -19,7 +19,7 @@ import functools
 
 import torch
 
-from monai_ext.attacks.base import pixel_losses, two_class_logits
+from monai_ext.attacks.losses import pixel_losses, two_class_logits
 from monai_ext.attacks.pgd import PixelWeightedPGD
 
 __all__ = ["SegPGD", "segpgd_loss", "segpgd_weights"]

@@ -28,7 +28,9 @@ import torch
 from monai.utils import convert_to_dst_type
 from torch import nn
 
-from monai_ext.attacks.base import Attack, AttackObjective, project
+from monai_ext.attacks.ball import project
+from monai_ext.attacks.base import Attack
+from monai_ext.attacks.objective import AttackObjective
 from monai_ext.utils.checks import check_callable, check_non_negative
 
 __all__ = ["SharedTrajectories", "shared_sweep", "shares_trajectory"]

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from monai.inferers import Inferer
 from monai.losses import DiceLoss
 
-from monai_ext.attacks.base import LOSSES, Attack, AttackObjective, network_logits
+from monai_ext.attacks.base import Attack
+from monai_ext.attacks.losses import LOSSES
+from monai_ext.attacks.objective import AttackObjective, network_logits
 from monai_ext.utils.checks import check_choice, check_interval, check_positive_int
 
 __all__ = [
@@ -79,7 +81,7 @@ def apply_signs(
 def per_image_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str | Callable = "ce") -> torch.Tensor:
     """
     The loss of each image of a batch, ``(N,)``: the per-image value of
-    :py:func:`monai_ext.attacks.base.attack_loss` (cross-entropy averaged over the pixels, binary cross-entropy for a
+    :py:func:`monai_ext.attacks.losses.attack_loss` (cross-entropy averaged over the pixels, binary cross-entropy for a
     single-logit network, MONAI's Dice loss, or a callable ``(logits, labels) -> scalar`` called per image).
 
     Args:
@@ -231,7 +233,7 @@ class SignSelectionFGSM(Attack):
         eps: the FGSM step ``eps`` in ``unit``, ``>= 0``.
         search: ``"exhaustive"`` (default) or ``"greedy"``.
         chunk_size: candidates per forward pass of the search, ``>= 1``.
-        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.base.to_data_units`.
+        unit: ``"levels"`` or ``"fraction"``; see :py:func:`monai_ext.attacks.ball.to_data_units`.
         data_range: ``(min, max)`` intensity range of the images.
         loss: ``"ce"`` (the paper's cross-entropy, default) or ``"dice"``, or a callable
             ``(logits, labels) -> scalar``: both the ``J`` of the directions and the loss the signs minimise.

@@ -25,8 +25,11 @@ import torch.nn.functional as F
 from monai.inferers import Inferer
 from monai.losses import SSIMLoss
 
-from monai_ext.attacks.base import LEVELS, Attack, AttackObjective, LossLike, TargetLike, attack_loss
+from monai_ext.attacks.ball import LEVELS
+from monai_ext.attacks.base import Attack
 from monai_ext.attacks.block_dct import block_dct, block_idct
+from monai_ext.attacks.losses import LossLike, attack_loss
+from monai_ext.attacks.objective import AttackObjective, TargetLike
 from monai_ext.utils.checks import (
     check_choice,
     check_fraction,
@@ -126,8 +129,8 @@ class VAFA(Attack):
         ssim_win_size: the size of SSIM's Gaussian window (sigma 1.5), at most the smallest image side.
         data_range: ``(min, max)`` intensity range of the images; results are clipped to it.
         loss: ``"dice"`` (default, the paper's), ``"ce"`` or a callable; see
-            :py:func:`monai_ext.attacks.base.attack_loss`.
-        target: ``None`` (untargeted, default) or a target; see :py:func:`monai_ext.attacks.base.resolve_target`.
+            :py:func:`monai_ext.attacks.losses.attack_loss`.
+        target: ``None`` (untargeted, default) or a target; see :py:func:`monai_ext.attacks.objective.resolve_target`.
         inferer: a MONAI inferer to run the network through; see :py:class:`~monai_ext.attacks.Attack`.
 
     Shapes: images ``(B, C, H, W, D)`` (``(B, C, H, W)`` with ``spatial_dims=2``) in ``data_range``, labels

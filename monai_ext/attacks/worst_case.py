@@ -26,9 +26,10 @@ from monai.utils import convert_to_dst_type
 from torch import nn
 
 from monai_ext.attacks.apgd import APGD
-from monai_ext.attacks.base import AttackObjective, attack_mode, two_class_logits
 from monai_ext.attacks.cospgd import CosPGD
 from monai_ext.attacks.inferer import describe_inferer, with_inferer
+from monai_ext.attacks.losses import two_class_logits
+from monai_ext.attacks.objective import AttackObjective, attack_mode
 from monai_ext.attacks.segpgd import SegPGD
 from monai_ext.utils.checks import check_callable, check_label_shape, check_positive_int
 
