@@ -1,7 +1,9 @@
 """
 The deep input transfer study (Taghanaki et al., MICCAI 2019) on one dataset: every stage of
 ``bundles/gp_input_transfer``, then the paper's Table 1 (mean and standard error of Dice, FPR and FNR per image) and
-its Fig. 4 (kernel density estimates).
+its Fig. 4 (kernel density estimates). Beside each method's mean, the table gives its paired difference from ORIG:
+the mean over the test images of (method - ORIG) on the same image, its paired standard error and how many images
+it made better and worse.
 
 Stages, each a ``python -m monai.bundle run`` of the bundle's configs (the command lines are logged), into
 ``<work_dir>/<name>`` as the bundle root:
@@ -14,7 +16,8 @@ Stages, each a ``python -m monai.bundle run`` of the bundle's configs (the comma
    on the test split.
 
 A killed study run again goes on where it stopped: a finished stage is skipped, an unfinished training resumes from
-its ``checkpoint.pt``, the GP writer resumes its items.
+its ``checkpoint.pt``, the GP writer resumes its items. ``--tables_from FILE.json`` runs no stage: it rewrites the
+table (``FILE.md``) and the paired differences in ``FILE.json`` from the per-image values a study wrote before.
 
 Example (the sizes of the CPU runs of bundles/gp_input_transfer/docs/README.md)::
 
@@ -22,12 +25,14 @@ Example (the sizes of the CPU runs of bundles/gp_input_transfer/docs/README.md):
         --overrides "{'spatial_size': [96, 96], 'channels': [16, 32, 64, 128], 'strides': [2, 2, 2], \
 'num_res_units': 1, 'translator_layers': 56, 'growth_rate': 8, 'init_features': 16, 'batch_size': 8}" \
         --epochs 40 --translator_epochs 20
+    python scripts/gp_study.py --tables_from bundles/gp_input_transfer/docs/results/jsrt_scr_224_gp_study.json
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import shlex
 import time
 from collections.abc import Mapping
@@ -38,6 +43,7 @@ import fire
 import torch
 from monai.bundle import run
 
+from monai_ext.metrics import mean_standard_error
 from monai_ext.utils import write_json, write_text
 from monai_ext.visualize import plot_metric_densities
 
@@ -47,6 +53,13 @@ METHODS = {"orig": "ORIG", "gp_t": "GP_T", "gp_ts": "GP_Ts", "control": "control
 #: GP's step of the perturbed training set of each translator (the paper's GP_T: 0.1, GP_Ts: 1.0)
 GAMMAS = {"gp_t": 0.1, "gp_ts": 1.0}
 LOSSES = {"gp_t": "l1", "gp_ts": "ssim_l1"}
+#: the table's metrics, each with whether a higher value is better
+METRICS = {"dice": True, "fpr": False, "fnr": False}
+#: how the per-image values of two methods are paired
+PAIRING = (
+    "by position: every evaluation scores the test split in its datalist order (unshuffled, batch 1), "
+    "so the i-th value of every method is the same image"
+)
 
 logger = logging.getLogger("gp_study")
 
@@ -103,6 +116,7 @@ def study(
     translator_epochs: int | None = None,
     control_epochs: int | None = None,
     methods: tuple[str, ...] | list[str] = tuple(METHODS),
+    tables_from: str | None = None,
 ) -> str:
     """
     Run every stage of the study on one dataset and write ``<work_dir>/<name>/gp_study.{md,json}`` (Table 1) and
@@ -117,11 +131,16 @@ def study(
         translator_epochs: of each translator (``None``: ``epochs``).
         control_epochs: of the end-to-end control (``None``: ``translator_epochs``).
         methods: the rows to produce, names of ``METHODS``.
+        tables_from: a study's JSON written before (``gp_study.json``, or a copy of it under another name): run no
+            stage, and rewrite its table (the ``.md`` beside it, same stem) and the paired differences it holds from
+            its per-image values. Every other argument is then ignored.
 
     Returns:
         the markdown table (fire prints it).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    if tables_from is not None:
+        return _rewrite_tables(Path(tables_from))
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}.")
@@ -160,6 +179,7 @@ def study(
         if method == "oracle":
             results[method]["gp"] = json.loads((eval_dir / "gp.json").read_text())
 
+    _add_paired(results)
     table = _table(results, name)
     write_text(root / "gp_study.md", table)
     plot_metric_densities(
@@ -167,24 +187,82 @@ def study(
         root / "gp_study_kde.png",
         title=f"{name}: kernel density estimates over the test images",
     )
-    write_json(results_path, {"dataset_dir": dataset_dir, "overrides": common, "seconds": seconds, "results": results})
+    study_results = {"name": name, "dataset_dir": dataset_dir, "overrides": common, "seconds": seconds}
+    write_json(results_path, {**study_results, "pairing": PAIRING, "results": results})
+    return table
+
+
+def paired_difference(values: list[float], baseline: list[float], higher_is_better: bool = True) -> dict[str, Any]:
+    """
+    The paired difference of one method from a baseline over the same images, ``values[i]`` and ``baseline[i]``
+    being one image: ``{"mean", "standard_error", "std", "n"}`` of ``values - baseline``
+    (:func:`monai_ext.metrics.mean_standard_error`; images where either is undefined are left out) and the number of
+    images the method made ``better``, ``worse`` and left ``equal``.
+
+    Raises:
+        ValueError: the two hold different numbers of images.
+    """
+    if len(values) != len(baseline):
+        raise ValueError(f"cannot pair {len(values)} per-image values with {len(baseline)} of the baseline.")
+    diffs = [a - b for a, b in zip(values, baseline) if math.isfinite(a) and math.isfinite(b)]
+    sign = 1 if higher_is_better else -1
+    better = sum(sign * d > 0 for d in diffs)
+    worse = sum(sign * d < 0 for d in diffs)
+    return {**mean_standard_error(diffs), "better": better, "worse": worse, "equal": len(diffs) - better - worse}
+
+
+def _add_paired(results: dict[str, dict], baseline: str = "orig") -> None:
+    """Each method's ``paired`` differences from ``baseline`` per metric, in place (``None`` for the baseline)."""
+    if baseline not in results:
+        return
+    reference = results[baseline]["values"]
+    for method, result in results.items():
+        result["paired"] = None if method == baseline else {
+            metric: paired_difference(result["values"][metric], reference[metric], higher)
+            for metric, higher in METRICS.items()
+        }  # fmt: skip
+
+
+def _rewrite_tables(path: Path) -> str:
+    """Rewrite the table (``path`` with suffix ``.md``) and the paired differences of a study's JSON ``path``."""
+    data = json.loads(path.read_text())
+    name = data.get("name") or Path(data["overrides"]["bundle_root"]).name
+    _add_paired(data["results"])
+    table = _table(data["results"], name)
+    write_text(path.with_suffix(".md"), table)
+    write_json(
+        path, {**{k: v for k, v in data.items() if k != "results"}, "pairing": PAIRING, "results": data["results"]}
+    )
     return table
 
 
 def _table(results: Mapping[str, Mapping[str, Any]], name: str) -> str:
-    """Table 1's rows: mean +- standard error of Dice, FPR and FNR per method, with the number of images."""
+    """
+    Table 1's rows: mean +- standard error of Dice, FPR and FNR per method, the number of images, and beside each
+    metric the method's paired difference from ORIG (mean +- paired standard error, images better / worse).
+    """
+    caption = (
+        f'**{name}**: mean +- standard error over the test images; "- ORIG": the mean over the same images of '
+        "(method - ORIG) +- its paired standard error (standard deviation of the differences / sqrt(n)), "
+        "and how many images the method made better / worse than ORIG (lower is better for FPR and FNR)"
+    )
     lines = [
-        f"**{name}**: mean +- standard error over the test images",
+        caption,
         "",
-        "| method | Dice | FPR | FNR | images |",
-        "|---|---|---|---|---|",
+        "| method | images | Dice | Dice - ORIG | FPR | FPR - ORIG | FNR | FNR - ORIG |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for result in results.values():
-        cells = [
-            f"{s['mean']:.4f} +- {s['standard_error']:.4f}"
-            for s in (result["summary"][m] for m in ("dice", "fpr", "fnr"))
-        ]
-        lines.append(f"| {result['label']} | " + " | ".join(cells) + f" | {result['summary']['dice']['n']} |")
+        cells = []
+        for metric in METRICS:
+            summary, paired = result["summary"][metric], (result.get("paired") or {}).get(metric)
+            cells.append(f"{summary['mean']:.4f} +- {summary['standard_error']:.4f}")
+            cells.append(
+                f"{paired['mean']:+.4f} +- {paired['standard_error']:.4f} ({paired['better']} / {paired['worse']})"
+                if paired
+                else ""
+            )
+        lines.append(f"| {result['label']} | {result['summary']['dice']['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
