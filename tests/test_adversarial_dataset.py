@@ -116,7 +116,7 @@ def test_other_settings_are_refused_unless_overwrite(build: dict, tmp_path: Path
     build["writer"](build["data"], tmp_path).run()
     before = _content(tmp_path)
     other = LayeredPGD(0.05, 0.02, num_steps=1, unit="fraction")
-    with pytest.raises(ValueError, match=r"other settings \(attack, settings differ.*--overwrite True"):
+    with pytest.raises(ValueError, match=r"settings \(settings\.attack, settings\.settings differ.*--overwrite True"):
         build["writer"](build["data"], tmp_path, attack=other).run()
     assert _content(tmp_path) == before
     build["writer"](build["data"], tmp_path, attack=other, overwrite=True).run()

@@ -106,7 +106,7 @@ def test_killed_run_resumes_with_every_item_once(tmp_path: Path) -> None:
 
 def test_other_settings_refused_unless_overwrite(tmp_path: Path) -> None:
     _writer(tmp_path, transform=_Transform()).run(_datalist(3), "training")
-    with pytest.raises(ValueError, match=r"other settings \(gamma differ.*overwrite"):
+    with pytest.raises(ValueError, match=r"settings \(settings\.gamma differ; settings\.gamma: 1\.0 in the file, 0\.1"):
         _writer(tmp_path, transform=_Transform(), settings={"gamma": 0.1}).run(_datalist(3), "training")
     again = _Transform()
     _writer(tmp_path, transform=again, settings={"gamma": 0.1}, overwrite=True).run(_datalist(3), "training")

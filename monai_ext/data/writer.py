@@ -26,6 +26,7 @@ from monai_ext.data.datalist import DATALIST_FILENAME, SPLITS, file_stem
 from monai_ext.utils.checks import check_choice, check_positive_int
 from monai_ext.utils.distributed import get_rank, get_world_size, rank_zero_call
 from monai_ext.utils.files import atomic_open, json_safe, write_json
+from monai_ext.utils.resume import resume_results
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
@@ -135,7 +136,8 @@ class DatasetWriter:
     - Resumable: an item is done when its entry file ``entries/<split>/<name>.json`` exists, which is written after
       its images; a run killed at any point and run again does only the items not done, so each item is in the
       result exactly once. ``settings.json`` keeps the settings the folder was written with (``settings``, the keys):
-      a run with other settings is refused, unless ``overwrite`` (which removes what the earlier run wrote).
+      a run with other settings is refused in one line naming what differs, unless ``overwrite`` (which removes what
+      the earlier run wrote; :py:func:`~monai_ext.utils.resume.resume_results`).
     - Splits: each :py:meth:`run` writes one split; ``dataset.json`` keeps the other splits already there.
     - Several processes (``torchrun``): each rank takes the items ``rank::world_size``; after a barrier, rank 0
       merges every entry into ``dataset.json`` (the same file as one process writes).
@@ -209,21 +211,10 @@ class DatasetWriter:
     def _prepare(self) -> None:
         """Check (or, with ``overwrite``, clear) a folder written before; record the settings. Rank 0 only."""
         path = self.output_dir / SETTINGS_FILENAME
-        if path.is_file():
-            before = json.loads(path.read_text())
-            now = json.loads(json.dumps(self._record()))  # as JSON reads it back
-            if before == now:
-                return
-            if not self.overwrite:
-                old, new = before.get("settings", {}), now["settings"]
-                differ = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
-                differ += [k for k in ("save_keys", "record_keys") if before.get(k) != now[k]]
-                raise ValueError(
-                    f"{self.output_dir} holds a dataset written with other settings ({', '.join(differ)} differ, see "
-                    f"{path}): write elsewhere, or pass overwrite=True (--overwrite True) to replace it."
-                )
-            logger.warning("%s: replacing a dataset written with other settings", self.output_dir)
-            for folder in [ENTRIES_DIR, *before.get("save_keys", {})]:
+        if resume_results(path, self._record(), self.overwrite, key=None, what="the record of a dataset") is not None:
+            return
+        if path.is_file():  # written with other settings, replaced (overwrite)
+            for folder in [ENTRIES_DIR, *json.loads(path.read_text()).get("save_keys", {})]:
                 shutil.rmtree(self.output_dir / folder, ignore_errors=True)
             (self.output_dir / DATALIST_FILENAME).unlink(missing_ok=True)
         write_json(path, self._record())

@@ -18,7 +18,7 @@ from torch import nn
 
 from monai_ext.data.datalist import DATALIST_FILENAME
 from monai_ext.data.writer import IMAGE_EXTENSIONS, DatasetWriter
-from monai_ext.engines.sweep import state_digest
+from monai_ext.engines.utils import state_digest
 from monai_ext.transforms.attacks import Attackd, attack_record
 from monai_ext.utils.checks import check_callable, check_choice, check_interval, check_positive_int
 

@@ -5,7 +5,6 @@ of a MONAI evaluator per condition, its metrics kept per condition, written as J
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -19,10 +18,11 @@ from monai.engines import Evaluator
 from torch import nn
 
 from monai_ext.attacks import describe_inferer, with_inferer
-from monai_ext.engines.sweep import data_digest, engine_metrics, state_digest
-from monai_ext.engines.utils import AdversarialPrepareBatch
+from monai_ext.engines.sweep import engine_metrics
+from monai_ext.engines.utils import AdversarialPrepareBatch, data_digest, network_digest
 from monai_ext.transforms.attacks import attack_record
 from monai_ext.utils.files import json_safe, write_json, write_text
+from monai_ext.utils.resume import resume_results
 
 __all__ = ["AttackEvaluation", "background_prediction", "evaluation_table", "logits_and_labels"]
 
@@ -97,9 +97,12 @@ class AttackEvaluation:
     :py:func:`~monai_ext.attacks.with_inferer`), then is restored; its metrics are kept per condition.
 
     With ``output_dir``, ``<name>.json`` is written after each condition with the settings the results depend on (the
-    attacks and their settings, digests of the network's weights and of the data): a rerun with the same settings
-    takes the finished conditions from it and computes only the others (a killed evaluation resumes); a file of
-    other settings is refused unless ``overwrite``. At the end ``<name>.md`` holds :func:`evaluation_table`.
+    attacks and their settings, digests of the data and of the weights the network is evaluated with, after the
+    evaluator's ``CheckpointLoader`` handlers loaded them): a rerun with the same settings takes the finished conditions
+    from it and computes only the others (a killed evaluation resumes); a file of other settings (another model's
+    results, say) is refused in one line naming the file and the settings that differ (both digests), unless
+    ``overwrite`` (:py:func:`~monai_ext.utils.resume.resume_results`). At the end ``<name>.md`` holds
+    :func:`evaluation_table`.
 
     Example (the robust training bundle's ``evaluate.json``)::
 
@@ -144,30 +147,22 @@ class AttackEvaluation:
 
     def settings(self) -> dict[str, Any]:
         """The conditions with their attacks' settings, the evaluator's inferer (when it is not plain), and digests of
-        the network's weights and of the data."""
+        the network's weights, after the evaluator's checkpoints are loaded
+        (:py:func:`~monai_ext.engines.utils.network_digest`: this loads them), and of the data."""
         attacks = {k: None if a is None else attack_record(a, {})["settings"] | {"attack": type(a).__name__}
                    for k, a in self.attacks.items()}  # fmt: skip
         settings = {
             "attacks": attacks,
-            "network": state_digest(self.evaluator.network),
+            "network": network_digest(self.evaluator),
             "data": data_digest(self.evaluator.data_loader.dataset),
         }
         inferer = describe_inferer(getattr(self.evaluator, "inferer", None))
         return json_safe(settings if inferer is None else {**settings, "inferer": inferer})
 
     def _finished(self, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        if self.results_file is None or not self.results_file.is_file():
-            return {}
-        stored = json.loads(self.results_file.read_text())
-        if stored.get("settings") != settings:
-            if not self.overwrite:
-                raise ValueError(
-                    f"{self.results_file} holds the results of another evaluation (other network, inferer, data or "
-                    "attacks): pass overwrite=True (on a bundle's command line: --overwrite True) to replace them, or "
-                    "write them elsewhere."
-                )
-            return {}
-        return {k: v for k, v in stored["results"].items() if k in settings["attacks"]}
+        """The results per condition that ``results_file`` holds for ``settings`` (none without a file)."""
+        document = resume_results(self.results_file, settings, self.overwrite, what="the results of an evaluation")
+        return {k: v for k, v in (document or {}).get("results", {}).items() if k in settings["attacks"]}
 
     def _write(self, settings: dict[str, Any], results: dict[str, Any]) -> None:
         if self.results_file is not None:
@@ -182,7 +177,7 @@ class AttackEvaluation:
             ``attacks``.
         """
         evaluator, clean = self.evaluator, self.evaluator.prepare_batch
-        settings = self.settings()
+        settings = self.settings() if self.results_file is not None else {}
         finished = self._finished(settings)
         network = with_inferer(evaluator.network, getattr(evaluator, "inferer", None))
         results: dict[str, dict[str, Any]] = {}

@@ -4,9 +4,7 @@ NLCEN paper) or noise levels (the noise study of the ProtoSeg paper), with any M
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,17 +14,17 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
-from monai.data import MetaTensor
 from monai.engines import Evaluator
 from monai.inferers import Inferer
 from torch import nn
 
 from monai_ext.attacks import describe_inferer, with_inferer
-from monai_ext.engines.utils import AdversarialPrepareBatch
+from monai_ext.engines.utils import AdversarialPrepareBatch, data_digest, network_digest
 from monai_ext.utils.checks import check_non_negative
 from monai_ext.utils.files import json_safe, write_json
+from monai_ext.utils.resume import resume_results
 
-__all__ = ["LevelSweep", "UniformNoise", "data_digest", "describe_callable", "engine_metrics", "state_digest"]
+__all__ = ["LevelSweep", "UniformNoise", "describe_callable", "engine_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +69,12 @@ class LevelSweep:
 
     With a ``results_file``, the finished levels are written there (atomically) after each level, with the sweep's
     settings: the perturbation factory and its arguments, the summary, the inferer (when it is not plain), and digests
-    of the network's weights and of the evaluator's data. A rerun with the same settings takes the levels it finds there and computes only the missing
-    ones (so a killed sweep resumes where it stopped, and a longer list of levels extends a finished one); a file of
-    a sweep with other settings is refused, naming the file and the settings that differ, unless ``overwrite``.
+    of the weights the network is evaluated with (after the evaluator's ``CheckpointLoader`` handlers loaded them:
+    :py:func:`~monai_ext.engines.utils.network_digest`) and of the evaluator's data. A rerun with the same settings
+    takes the levels it finds there and computes only the missing ones (so a killed sweep resumes where it stopped, and
+    a longer list of levels extends a finished one); a file of a sweep with other settings (other weights, say) is
+    refused in one line naming the file and the settings that differ (both digests), unless ``overwrite``
+    (:py:func:`~monai_ext.utils.resume.resume_results`).
 
     Example (bundle config, the noise study of the ProtoSeg bundle)::
 
@@ -134,13 +135,14 @@ class LevelSweep:
     def settings(self) -> dict[str, Any]:
         """What the results at a level depend on besides the level: the perturbation factory with its arguments, the
         summary, the evaluator's inferer (:py:func:`~monai_ext.attacks.describe_inferer`, when it is not plain: a
-        file of the plain network call stays valid) and digests of the network's weights and of the evaluator's data
-        (its datalist and first item)."""
+        file of the plain network call stays valid) and digests of the network's weights, after the evaluator's
+        checkpoints are loaded (:py:func:`~monai_ext.engines.utils.network_digest`: this loads them), and of the
+        evaluator's data (its datalist and first item)."""
         settings = {
             "level_name": self.level_name,
             "perturbation": describe_callable(self.perturbation),
             "summary": describe_callable(self.summary),
-            "network": state_digest(self.evaluator.network),
+            "network": network_digest(self.evaluator),
             "data": data_digest(self.evaluator.data_loader.dataset),
         }
         inferer = describe_inferer(getattr(self.evaluator, "inferer", None))
@@ -148,24 +150,8 @@ class LevelSweep:
 
     def _finished(self, settings: dict[str, Any]) -> dict[float, dict[str, Any]]:
         """The results per level that ``results_file`` holds for ``settings`` (none without a file)."""
-        if self.results_file is None or not self.results_file.is_file():
-            return {}
-        try:
-            stored = json.loads(self.results_file.read_text())
-            stored_settings, results = stored["settings"], stored["results"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{self.results_file} is not a results file of a sweep ({e}): move it away.") from e
-        if stored_settings != settings:
-            differ = sorted(k for k in {*settings, *stored_settings} if settings.get(k) != stored_settings.get(k))
-            if not self.overwrite:
-                raise ValueError(
-                    f"{self.results_file} holds the results of a sweep with other settings ({', '.join(differ)} "
-                    "differ): pass overwrite=True (on a bundle's command line: --overwrite True) to replace them, "
-                    "or write the results elsewhere."
-                )
-            logger.warning("%s holds a sweep with other settings (%s): starting afresh", self.results_file, differ)
-            return {}
-        return {float(r[self.level_name]): r for r in results}
+        document = resume_results(self.results_file, settings, self.overwrite, what="the results of a sweep")
+        return {float(r[self.level_name]): r for r in (document or {}).get("results", [])}
 
     def _write(self, settings: dict[str, Any], results: list[dict[str, Any]]) -> None:
         if self.results_file is not None:
@@ -243,46 +229,6 @@ def _plain(value: Any) -> Any:
             return describe_callable(value)
         text = repr(value)
         return f"{type(value).__module__}.{type(value).__qualname__}" if " at 0x" in text else text
-
-
-def state_digest(network: nn.Module) -> str:
-    """A digest of a network's state dict (names, dtypes, shapes and values)."""
-    digest = hashlib.sha256()
-    for name, value in network.state_dict().items():
-        digest.update(f"{name}=".encode())
-        _update(digest, value)
-    return digest.hexdigest()[:20]
-
-
-def data_digest(dataset: Any) -> str:
-    """A digest of a dataset: its length, its datalist (``dataset.data``, when it has one) and its first item."""
-    digest = hashlib.sha256(f"{len(dataset)};".encode())
-    data = getattr(dataset, "data", None)
-    if data is not None:
-        digest.update(json.dumps(data, sort_keys=True, default=str).encode())
-    if len(dataset):
-        _update(digest, dataset[0])
-    return digest.hexdigest()[:20]
-
-
-def _update(digest: Any, value: Any) -> None:
-    """Feed tensors, arrays, mappings, sequences and scalars to ``digest``."""
-    if isinstance(value, torch.Tensor):
-        value = value.as_tensor() if isinstance(value, MetaTensor) else value  # the values, not the metadata
-        value = value.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{value.dtype}:{value.numel()};".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes())
-    elif isinstance(value, Mapping):
-        for key in sorted(value, key=str):
-            digest.update(f"{key}=".encode())
-            _update(digest, value[key])
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _update(digest, item)
-    elif hasattr(value, "tobytes"):  # numpy arrays
-        digest.update(value.tobytes())
-    else:
-        digest.update(repr(value).encode())
 
 
 def _brief(result: dict[str, Any]) -> str:
