@@ -39,16 +39,20 @@ __all__ = ["LOSS_TERMS", "AdversarialSegmentationTrainer", "loss_terms"]
 LOSS_TERMS: tuple[str, ...] = ("loss", "seg_loss", "adv_loss", "d_loss", "d_real", "d_fake")
 
 
-def loss_terms(output: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def loss_terms(
+    output: Mapping[str, Any] | Sequence[Mapping[str, Any]], keys: Sequence[str] = LOSS_TERMS
+) -> dict[str, float]:
     """
     The loss terms (:data:`LOSS_TERMS`) of an iteration's output, as floats: the ``output_transform`` of
     ``StatsHandler`` / ``TensorBoardStatsHandler`` to log all of them every iteration.
 
     Args:
         output: ``engine.state.output``, a dict or, after decollation, a list of per-sample dicts.
+        keys: the terms to take, those present; another trainer's, such as
+            :data:`~monai_ext.engines.cycle_gan.CYCLE_GAN_LOSS_TERMS`.
     """
     first = output[0] if isinstance(output, Sequence) else output
-    return {key: float(first[key]) for key in LOSS_TERMS if key in first}
+    return {key: float(first[key]) for key in keys if key in first}
 
 
 @contextmanager

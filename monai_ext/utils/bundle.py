@@ -36,6 +36,7 @@ def load_weights(
     device: str | torch.device | None = None,
     strict: bool = True,
     min_fraction: float = 0.5,
+    prefix: str = "",
 ) -> torch.nn.Module:
     """
     Load a state dict saved with ``torch.save(network.state_dict(), path)`` into ``network``, in place.
@@ -49,6 +50,8 @@ def load_weights(
             and log how many were loaded, to start a training run from another run's weights.
         min_fraction: with ``strict=False``, the least fraction of ``network``'s entries (parameters and buffers) the
             file must match by name and shape; fewer is an error (a checkpoint of another network).
+        prefix: load only the file's entries whose names start with ``prefix``, with it removed: a part of a saved
+            whole, e.g. ``prefix="segmenter."`` loads the segmenter of a ``TranslateThenSegment`` checkpoint.
 
     Returns:
         ``network``.
@@ -59,6 +62,8 @@ def load_weights(
     if path is None or not str(path).strip():
         return network
     state = torch.load(path, map_location=device, weights_only=True)
+    if prefix:
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if strict:
         network.load_state_dict(state, strict=True)
     else:
