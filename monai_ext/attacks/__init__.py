@@ -16,7 +16,15 @@ from monai_ext.attacks.gradient_perturbation import GPResult, GradientPerturbati
 from monai_ext.attacks.inferer import InfererNetwork, describe_inferer, is_plain_inferer, with_inferer
 from monai_ext.attacks.iterative_fgsm import IterativeFGSM, kurakin_num_steps
 from monai_ext.attacks.layered_pgd import LayeredPGD
-from monai_ext.attacks.losses import attack_loss, pixel_losses, two_class_logits
+from monai_ext.attacks.losses import (
+    LOSSES,
+    PIXEL_LOSSES,
+    BalancedMaskedCE,
+    attack_loss,
+    class_frequency_weights,
+    pixel_losses,
+    two_class_logits,
+)
 from monai_ext.attacks.objective import AttackObjective, attack_mode, check_target, network_logits, resolve_target
 from monai_ext.attacks.pgd import PGD
 from monai_ext.attacks.segpgd import SegPGD, segpgd_loss, segpgd_weights
@@ -29,10 +37,13 @@ from monai_ext.attacks.worst_case import WorstCaseAttack, dice_score, ensemble_a
 __all__ = [
     "APGD",
     "FGSM",
+    "LOSSES",
     "PGD",
+    "PIXEL_LOSSES",
     "VAFA",
     "Attack",
     "AttackObjective",
+    "BalancedMaskedCE",
     "CosPGD",
     "GPResult",
     "GradientPerturbation",
@@ -49,6 +60,7 @@ __all__ = [
     "block_dct",
     "block_idct",
     "check_target",
+    "class_frequency_weights",
     "cospgd_loss",
     "cospgd_weights",
     "describe_inferer",

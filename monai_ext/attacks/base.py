@@ -31,7 +31,7 @@ from torch import nn
 
 from monai_ext.attacks.ball import UNITS, to_data_units
 from monai_ext.attacks.inferer import describe_inferer, with_inferer
-from monai_ext.attacks.losses import LOSSES, LossLike
+from monai_ext.attacks.losses import LOSSES, LossLike, is_untargeted_loss
 from monai_ext.attacks.objective import AttackObjective, TargetLike, as_plain, attack_mode, check_target
 from monai_ext.utils.checks import (
     check_choice,
@@ -80,8 +80,10 @@ class Attack(ABC):
         self.data_range = check_interval("data_range", data_range)
         self.loss = loss if callable(loss) else check_choice("loss", loss, LOSSES)
         self.target = check_target(target)
-        if self.loss == "masked_ce" and self.target is not None:
-            raise ValueError("loss 'masked_ce' masks the pixels still classified correctly: it is an untargeted loss.")
+        if is_untargeted_loss(self.loss) and self.target is not None:
+            raise ValueError(
+                f"loss {self.loss!r} masks the pixels still classified correctly: it is an untargeted loss."
+            )
         if inferer is not None and not isinstance(inferer, Inferer):
             raise TypeError(f"inferer must be a monai.inferers.Inferer or None, got {type(inferer).__name__}.")
         self.inferer = inferer
