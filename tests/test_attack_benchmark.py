@@ -79,6 +79,8 @@ def test_benchmark_attacks():
     assert type(vafa) is VAFA and vafa.q_max == 10 and vafa.num_steps == 20 and vafa.spatial_dims == 2
     with pytest.raises(ValueError, match="attack"):
         benchmark_attack(8, "fgsmx")
+    with pytest.raises(ValueError, match="unexpected keyword argument 'alpha'"):  # FGSM takes one step of eps
+        benchmark_attack(8, "fgsm", alpha=1)
 
 
 def test_missing_bundle_or_weights_is_a_one_line_error(tmp_path, capsys):
@@ -88,3 +90,11 @@ def test_missing_bundle_or_weights_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["robustness", "--bundle", str(BUNDLES_DIR / "nlcen"), "--bundle_root", str(tmp_path)])
     assert "no trained weights" in capsys.readouterr().err
+
+
+def test_help_is_shown_whatever_the_options(tmp_path, capsys):
+    """``--help`` shows the command's options and runs nothing, even beside other options (which fire would otherwise
+    run first, or take for a config id)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["robustness", "--bundle", str(tmp_path), "--epsilons", "[0,2]", "--help"])
+    assert exit_info.value.code == 0 and "--attack_settings" in capsys.readouterr().err

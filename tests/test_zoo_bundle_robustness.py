@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -182,10 +185,11 @@ def _json_bundle(root: Path) -> Path:
     return root
 
 
-def _yaml_bundle(root: Path) -> Path:
+def _yaml_bundle(root: Path, num_volumes: int = 2) -> Path:
     """A 3D bundle as ``segmentation_template`` writes it, tiny: ``train.yaml`` (no validation section),
-    ``inference.yaml`` (the image alone) and ``test.yaml`` (image and label) over the volumes of its own
-    ``test_data/`` (``img*.nii.gz`` and ``lbl*.nii.gz``, 3 classes), a plain ``SimpleInferer``."""
+    ``inference.yaml`` (the image alone) and ``test.yaml`` (image and label) over the ``num_volumes`` volumes of its
+    own ``test_data/`` (``img<i>.nii.gz`` and ``lbl<i>.nii.gz``, class ``i % 2 + 1``; 3 classes), a plain
+    ``SimpleInferer``."""
     network = {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": "@num_classes",
                "channels": [4, 8], "strides": [2], "num_res_units": 1}  # fmt: skip
     common = {
@@ -234,9 +238,9 @@ def _yaml_bundle(root: Path) -> Path:
     for name, config in {"train": train, "inference": inference, "test": test}.items():
         (configs / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (configs / "metadata.json").write_text(json.dumps(_metadata(3, ["background", "one", "two"], [16, 16, 12])))
-    for seed in range(2):  # the template's own data: img<i>.nii.gz and lbl<i>.nii.gz side by side, class i + 1
+    for seed in range(num_volumes):  # the template's own data: img<i>.nii.gz and lbl<i>.nii.gz side by side
         data = root / "test_data"
-        _write_volume(data / f"img{seed}.nii.gz", data / f"lbl{seed}.nii.gz", (16, 16, 12), seed, label=seed + 1)
+        _write_volume(data / f"img{seed}.nii.gz", data / f"lbl{seed}.nii.gz", (16, 16, 12), seed, label=seed % 2 + 1)
     torch.manual_seed(1)
     state = UNet(3, 1, 3, (4, 8), (2,), num_res_units=1).state_dict()
     _save_weights({"model": state}, root)  # as a MONAI CheckpointSaver of {"model": network} writes it
@@ -384,20 +388,59 @@ def test_split_without_labels_falls_back_to_validation(tmp_path: Path, dataset_d
 
 
 def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Every wrong command line ends with one line on stderr and exit status 1, before any attack runs."""
     bundle = _json_bundle(tmp_path / "tiny_spleen")
+    template = _yaml_bundle(tmp_path / "tiny_template")
+    (tmp_path / "not_weights.pt").write_text("{}")
     cases = {
         "not a bundle folder": ["--bundle", str(tmp_path / "nowhere")],
         "no trained weights": ["--bundle", str(bundle), "--ckpt_path", str(tmp_path / "none.pt")],
+        "holds no weights": ["--bundle", str(bundle), "--ckpt_path", str(tmp_path / "not_weights.pt")],
         "unknown attacks 'fgsmx'": ["--bundle", str(bundle), "--attacks", "[fgsmx]"],
-    }
+        "epsilons must be >= 0": ["--bundle", str(bundle), "--epsilons", "[0,-2]"],
+        "num_steps must be >= 1": ["--bundle", str(bundle), "--num_steps", "0"],
+        "max_images must be >= 1": ["--bundle", str(bundle), "--max_images", "0"],
+        "config file": ["--bundle", str(bundle), "--config_file", str(tmp_path / "none.json")],
+        "required argument: bundle": [],
+        # the template's own data, weights and 3 classes: the bundle loads, then the option is refused
+        "unknown option --epsilon:": ["--bundle", str(template), "--epsilon", "4"],
+        "unexpected keyword argument 'foo'": ["--bundle", str(template), "--attacks", "[fgsm,pgd]",
+                                              "--attack_settings", "{pgd: {foo: 1}}"],
+        "sets eps": ["--bundle", str(template), "--attack_settings", "{pgd: {eps: 4}}"],
+        "unknown loss 'xyz'": ["--bundle", str(template), "--attacks", "[apgd]", "--attack_settings",
+                               "{apgd: {loss: xyz}}"],
+        "do not fit the network_def": ["--bundle", str(template), "--num_classes", "2"],
+        "inferer of": ["--bundle", str(template), "--inferer#foo", "1"],
+    }  # fmt: skip
     (tmp_path / "empty" / "configs").mkdir(parents=True)
     _save_weights({}, tmp_path / "empty")
     cases["describes an evaluation"] = ["--bundle", str(tmp_path / "empty")]
     for message, options in cases.items():
         with pytest.raises(SystemExit) as exit_info:
-            main(["robustness", *options])
+            main(["robustness", "--output_dir", str(tmp_path / "out"), *options])
         error = capsys.readouterr().err.strip()
-        assert exit_info.value.code == 1 and message in error and "\n" not in error, error
+        assert exit_info.value.code == 1 and message in error and "\n" not in error, (message, error)
+    assert not (tmp_path / "out").exists()  # refused before any attack ran
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["robustnes"], "Cannot find key: robustnes"),  # fire's own error, its usage text left out
+        (["robustness", "--bundle", "TEMPLATE", "--epsilon", "4"], "unknown option --epsilon:"),
+        (["robustness", "--bundle", "TEMPLATE", "--num_steps", "-1"], "num_steps must be >= 1"),
+    ],
+    ids=["unknown-command", "unknown-option", "negative-num_steps"],
+)
+def test_command_line_errors_in_a_process(options: list[str], message: str, tmp_path: Path) -> None:
+    """``python -m monai_ext`` as a user runs it: one line on stderr, no traceback, exit status 1."""
+    template = str(_yaml_bundle(tmp_path / "tiny_template"))
+    command = [sys.executable, "-m", "monai_ext", *[template if o == "TEMPLATE" else o for o in options]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+    lines = [line for line in run.stderr.splitlines() if " INFO: " not in line and "WARNING" not in line]  # logs
+    assert run.returncode == 1 and len(lines) == 1, run.stderr
+    assert lines[0].startswith("error: ") and message in lines[0]
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

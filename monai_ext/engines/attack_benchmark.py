@@ -5,19 +5,23 @@ or the zoo's own, JSON or YAML, 2D or 3D, through its own inferer and preprocess
 SegPGD-100, CosPGD-100 and the worst-case ensemble (and, on request, FGSM, APGD-CE and VAFA) at several budgets;
 mean Dice, mean Jaccard and the mean 95th-percentile Hausdorff distance in mm; one table (Markdown and JSON), the
 robustness curves, the per-image scores and a figure of one image clean and attacked per bundle. Run as
-``python -m monai_ext robustness --bundle DIR``.
+``python -m monai_ext robustness --bundle DIR``, in one process or under ``torchrun`` (each process on its part of the
+images, one table).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
+import inspect
 import io
 import json
 import logging
 import math
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,7 +46,14 @@ from monai_ext.attacks import (
 )
 from monai_ext.engines.bundle_loader import LoadedBundle, load_bundle
 from monai_ext.engines.robustness import RobustnessSweep, hausdorff_key
-from monai_ext.utils.checks import check_choice, check_non_negative, check_non_negative_int, check_positive_int
+from monai_ext.utils.checks import (
+    check_choice,
+    check_non_negative,
+    check_non_negative_int,
+    check_positive,
+    check_positive_int,
+)
+from monai_ext.utils.distributed import destroy_distributed, get_rank, get_world_size, init_distributed, local_device
 from monai_ext.utils.files import write_json, write_text
 from monai_ext.visualize import plot_attacked_slices, plot_robustness_curves
 
@@ -122,21 +133,31 @@ def benchmark_attack(level: float, attack: str, num_steps: int | None = None, se
         seed: the seed of the random start of PGD, SegPGD and CosPGD.
         settings: more keyword arguments of the attack's class (``loss="jsd"`` for APGD, ``ssim_threshold=0.99``
             for VAFA), which take precedence over the benchmark's.
+
+    Raises:
+        ValueError: an unknown attack, or a setting its class does not take.
     """
     attack = check_choice("attack", attack, tuple(ATTACKS))
     steps = ATTACKS[attack].num_steps if num_steps is None else check_positive_int("num_steps", num_steps)
     if attack == "fgsm":
-        return FGSM(**{"eps": level, **settings})
-    if attack == "ifgsm":
-        return IterativeFGSM(**{"eps": level, "num_steps": steps, "target": "inverse", **settings})
-    if attack == "apgd":
-        return APGD(**{"eps": level, "num_steps": steps, "loss": "ce", **settings})
-    if attack == "vafa":
-        return VAFA(**{"q_max": level, "num_steps": steps, **settings})
-    if attack == "ensemble":
-        return ensemble_attack(**{"eps": level, "num_steps": steps, **settings})
-    defaults = {"eps": level, "alpha": 2.5 * level / steps, "num_steps": steps, "random_start": True, "seed": seed}
-    return _PGD_FAMILY[attack](**{**defaults, **settings})
+        build, defaults = FGSM, {"eps": level}
+    elif attack == "ifgsm":
+        build, defaults = IterativeFGSM, {"eps": level, "num_steps": steps, "target": "inverse"}
+    elif attack == "apgd":
+        build, defaults = APGD, {"eps": level, "num_steps": steps, "loss": "ce"}
+    elif attack == "vafa":
+        build, defaults = VAFA, {"q_max": level, "num_steps": steps}
+    elif attack == "ensemble":
+        build, defaults = ensemble_attack, {"eps": level, "num_steps": steps}
+    else:
+        build = _PGD_FAMILY[attack]
+        defaults = {"eps": level, "alpha": 2.5 * level / steps, "num_steps": steps, "random_start": True, "seed": seed}
+    arguments = {**defaults, **settings}
+    try:
+        inspect.signature(build).bind(**arguments)
+    except TypeError as error:  # a setting the attack does not take
+        raise ValueError(f"the settings of attack {attack!r}: {error}.") from None
+    return build(**arguments)
 
 
 def bundle_robustness(
@@ -186,6 +207,15 @@ def bundle_robustness(
     ``q_max``, keyed ``"q_max"`` in its results); its cells under ``eps > 0`` are empty, and its per-image rows have
     an empty ``epsilon``; its label names its ``q_max``. Its settings are under the table. It is left out of the curves.
 
+    Under ``torchrun`` (``torchrun --nproc_per_node N -m monai_ext robustness ...``) every process joins torchrun's
+    process group (``nccl`` on CUDA, each rank on its own GPU; ``gloo`` on the CPU) and attacks its part of the images
+    (rank ``r`` of ``N``: the images ``r, r + N, ...``, each image on one rank, none dropped); each budget's per-image
+    scores are gathered from every rank, so that every sweep file, the table, ``per_image.csv`` and the figure are those
+    of one process on all the images, wherever an image's attack does not depend on the images evaluated before it
+    (the seeded random starts of PGD, SegPGD, CosPGD and APGD are drawn per batch in the order of the rank's images:
+    other draws than in one process). Rank 0 alone writes; every rank resumes from rank 0's sweep files, which a run
+    with another number of processes, or one process, resumes as well.
+
     Args:
         bundle: the bundle folder, with ``configs/`` (see :py:mod:`~monai_ext.engines.bundle_loader` for the configs
             and ids it reads).
@@ -196,13 +226,13 @@ def bundle_robustness(
         output_dir: where the results go; ``<bundle_root>/eval/attack_benchmark`` by default.
         split: the split of ``dataset_dir`` to evaluate, ``"test"`` by default (``"validation"`` where it has no
             labelled test split).
-        epsilons: the L-inf budgets in intensity levels of an 8-bit scale (images in ``[0, 1]``); 0 is the clean
-            score.
-        attacks: names from :py:data:`ATTACKS`; :py:data:`DEFAULT_ATTACKS` by default.
+        epsilons: the L-inf budgets in intensity levels of an 8-bit scale (images in ``[0, 1]``), or one budget; 0 is
+            the clean score.
+        attacks: names from :py:data:`ATTACKS`, or one name; :py:data:`DEFAULT_ATTACKS` by default.
         num_steps: the steps of every attack instead of its own (for a quick run; FGSM keeps its one step);
             ``None``: I-FGSM Kurakin's schedule, PGD 40, VAFA 20, SegPGD, CosPGD, APGD and the ensemble's attacks 100.
-        max_images: evaluate only the first images of the split.
-        overwrite: replace sweep files of other settings instead of refusing.
+        max_images: evaluate only the first images of the split, ``>= 1``.
+        overwrite: replace sweep files of other settings instead of refusing (``True`` or ``False``).
         config_file: the config file or chain that describes the evaluation, instead of the one found in
             ``configs/``.
         attack_settings: per attack name, more keyword arguments of its class (:py:func:`benchmark_attack`), as
@@ -222,9 +252,26 @@ def bundle_robustness(
     Returns:
         the table: ``{"bundle", "split", "data" (where the images come from, in words), "weights", "configs",
         "classes", "num_images", "epsilons", "device", "attacks": [{"attack", "label", "settings", "results",
-        "seconds", ...}], "figure"}``.
+        "seconds", ...}], "figure"}`` (on every rank of ``torchrun``; ``"figure"`` on rank 0).
+
+    Raises:
+        FileNotFoundError: no bundle folder, config or weights.
+        ValueError: a wrong option: an unknown attack, a negative budget, ``num_steps`` or ``max_images`` below 1, a
+            setting an attack does not take, an override of an id the bundle's config does not define, weights that do
+            not fit the network, a split without labels, more processes than images, sweep files of other settings.
     """
+    attacks = [attacks] if isinstance(attacks, str) else attacks  # one name, or several
+    epsilons = [epsilons] if isinstance(epsilons, (str, int, float)) else epsilons  # one budget, or several
     names = [check_choice("attacks", name, tuple(ATTACKS)) for name in attacks]
+    epsilons = [check_non_negative("epsilons", e) for e in epsilons]
+    if not epsilons:
+        raise ValueError("epsilons must list at least one budget.")
+    if num_steps is not None:
+        num_steps = check_positive_int("num_steps", num_steps)
+    if max_images is not None:
+        max_images = check_positive_int("max_images", max_images)
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite must be True or False, got {overwrite!r}.")  # noqa: TRY004
     settings_of = _attack_settings(attack_settings)
     if figure_attack is not None:
         figure_attack = check_choice("figure_attack", figure_attack, tuple(ATTACKS))
@@ -234,61 +281,86 @@ def bundle_robustness(
         figure_epsilon = check_non_negative("figure_epsilon", figure_epsilon)
     if dataset_dir is not None:
         overrides["dataset_dir"] = str(dataset_dir)
-    loaded = load_bundle(bundle, ckpt_path, split, max_images, config_file, **overrides)
-    if figure_image is not None and figure_image >= len(loaded.image_names):
-        raise ValueError(
-            f"figure_image must be below the number of images, {len(loaded.image_names)}: got {figure_image}."
-        )
-    output_dir = Path(output_dir) if output_dir is not None else loaded.root / "eval" / "attack_benchmark"
-    table = {"bundle": loaded.name, "split": loaded.split, "data": loaded.data, "weights": str(loaded.weights),
-             "configs": loaded.config_files, "classes": loaded.class_names, "num_images": len(loaded.image_names),
-             "epsilons": [float(e) for e in epsilons], "device": str(loaded.device), "attacks": []}  # fmt: skip
-    hd = hausdorff_key(HD_PERCENTILE)
-    rows, factories = [], {}
-    for index, name in enumerate(names):
-        factory, levels, label = _attack_plan(name, settings_of, num_steps, table["epsilons"], loaded)
-        factories[name] = factory, levels, label
-        logger.info("attack %d/%d: %s on %d images of %s", index + 1, len(names), label, table["num_images"], bundle)
-        sweep = RobustnessSweep(loaded.network, loaded.dataloader, factory, levels, loaded.num_classes,
-                                device=loaded.device, inferer=loaded.inferer, output_dir=output_dir / "sweeps",
-                                name=f"robustness_{name}", label=label, overwrite=overwrite,
-                                level_name=ATTACKS[name].level, hausdorff_percentile=HD_PERCENTILE,
-                                per_image=True)  # fmt: skip
-        summary = sweep.run()
-        for result in summary["results"]:
-            scores = result.pop("per_image")
-            level = result.get("epsilon", 0.0 if result.get(ATTACKS[name].level) == 0 else None)
-            per_image = zip(loaded.image_names, scores["mean_dice"], scores["mean_jaccard"], scores[hd],
-                            scores[f"{hd}_empty"], strict=True)  # fmt: skip
-            rows += [[label, "" if level is None else f"{level:g}", image, _number(d), _number(j),
-                      "inf" if empty else _number(h)] for image, d, j, h, empty in per_image]  # fmt: skip
-        table["attacks"].append({"attack": name, "label": label, "settings": summary["attacks"], **summary})
-    if figure_image is not None:
-        table["figure"] = _figure(loaded, table, factories, settings_of, num_steps, figure_image, figure_attack,
-                                  figure_epsilon, output_dir / FIGURE_NAME)  # fmt: skip
-    write_json(output_dir / "attack_benchmark.json", table)
-    write_text(output_dir / "attack_benchmark.md", markdown_table(table))
-    write_text(output_dir / "per_image.csv", _csv(["attack", "epsilon", "image", "dice", "jaccard", hd], rows))
-    curves = [a for a in table["attacks"] if a.get("level_name", "epsilon") == "epsilon"]
-    if curves:
-        plot_robustness_curves(curves, output_dir / "attack_benchmark.png",
-                               title=f"{loaded.name}: {loaded.split} ({table['num_images']} images)",
-                               xlabel="epsilon (levels of 255)")  # fmt: skip
-    logger.info("wrote %s (.md, .json, .png), per_image.csv and %s", output_dir / "attack_benchmark", FIGURE_NAME)
+    with _torchrun_group():
+        if get_world_size() > 1:  # each rank on its own GPU
+            overrides.setdefault("device", local_device())
+        loaded = load_bundle(bundle, ckpt_path, split, max_images, config_file, **overrides)
+        if figure_image is not None and figure_image >= len(loaded.image_names):
+            raise ValueError(
+                f"figure_image must be below the number of images, {len(loaded.image_names)}: got {figure_image}."
+            )
+        # every attack built before the first sweep runs: a wrong setting fails now, not hours later
+        plans = {name: _attack_plan(name, settings_of, num_steps, epsilons, loaded)
+                 for name in dict.fromkeys([*names, *([figure_attack] if figure_attack else [])])}  # fmt: skip
+        output_dir = Path(output_dir) if output_dir is not None else loaded.root / "eval" / "attack_benchmark"
+        table = {"bundle": loaded.name, "split": loaded.split, "data": loaded.data, "weights": str(loaded.weights),
+                 "configs": loaded.config_files, "classes": loaded.class_names, "num_images": len(loaded.image_names),
+                 "epsilons": epsilons, "device": str(loaded.device), "attacks": []}  # fmt: skip
+        hd = hausdorff_key(HD_PERCENTILE)
+        rows = []
+        for index, name in enumerate(names):
+            factory, levels, label = plans[name]
+            logger.info("attack %d/%d: %s on %d images of %s", index + 1, len(names), label, len(loaded.image_names),
+                        bundle)  # fmt: skip
+            sweep = RobustnessSweep(loaded.network, loaded.dataloader, factory, levels, loaded.num_classes,
+                                    device=loaded.device, inferer=loaded.inferer, output_dir=output_dir / "sweeps",
+                                    name=f"robustness_{name}", label=label, overwrite=overwrite,
+                                    level_name=ATTACKS[name].level, hausdorff_percentile=HD_PERCENTILE,
+                                    per_image=True)  # fmt: skip
+            summary = sweep.run()
+            for result in summary["results"]:
+                scores = result.pop("per_image")
+                level = result.get("epsilon", 0.0 if result.get(ATTACKS[name].level) == 0 else None)
+                per_image = zip(loaded.image_names, scores["mean_dice"], scores["mean_jaccard"], scores[hd],
+                                scores[f"{hd}_empty"], strict=True)  # fmt: skip
+                rows += [[label, "" if level is None else f"{level:g}", image, _number(d), _number(j),
+                          "inf" if empty else _number(h)] for image, d, j, h, empty in per_image]  # fmt: skip
+            table["attacks"].append({"attack": name, "label": label, "settings": summary["attacks"], **summary})
+        if get_rank() > 0:  # rank 0 writes the table, its files and the figure
+            return table
+        if figure_image is not None:
+            table["figure"] = _figure(loaded, table, plans, figure_image, figure_attack, figure_epsilon,
+                                      output_dir / FIGURE_NAME)  # fmt: skip
+        write_json(output_dir / "attack_benchmark.json", table)
+        write_text(output_dir / "attack_benchmark.md", markdown_table(table))
+        write_text(output_dir / "per_image.csv", _csv(["attack", "epsilon", "image", "dice", "jaccard", hd], rows))
+        curves = [a for a in table["attacks"] if a.get("level_name", "epsilon") == "epsilon"]
+        if curves:
+            plot_robustness_curves(curves, output_dir / "attack_benchmark.png",
+                                   title=f"{loaded.name}: {loaded.split} ({table['num_images']} images)",
+                                   xlabel="epsilon (levels of 255)")  # fmt: skip
+        logger.info("wrote %s (.md, .json, .png), per_image.csv and %s", output_dir / "attack_benchmark", FIGURE_NAME)
     return table
 
 
+@contextlib.contextmanager
+def _torchrun_group() -> Iterator[None]:
+    """
+    Under ``torchrun`` (``WORLD_SIZE`` in the environment) and without a process group, join torchrun's for the block
+    (:py:func:`~monai_ext.utils.init_distributed` on this rank's device: ``nccl`` on CUDA, ``gloo`` on the CPU) and
+    leave it at the end; otherwise nothing. A block that raises leaves the group as it is: the process ends, and
+    torchrun stops the other ranks.
+    """
+    joined = "WORLD_SIZE" in os.environ and init_distributed(local_device())
+    yield
+    if joined:
+        destroy_distributed()
+
+
 def _attack_settings(attack_settings: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
-    """``attack_settings`` checked: names of :py:data:`ATTACKS` to mappings of keyword arguments."""
+    """``attack_settings`` checked: names of :py:data:`ATTACKS` to mappings of keyword arguments, without the L-inf
+    attacks' ``eps`` (their budgets are ``epsilons``)."""
     if attack_settings is None:
         return {}
     if not isinstance(attack_settings, Mapping):
-        raise TypeError(f"attack_settings must map attack names to settings, got {attack_settings!r}.")
+        raise ValueError(f"attack_settings must map attack names to settings, got {attack_settings!r}.")  # noqa: TRY004
     checked = {}
     for name, settings in attack_settings.items():
         name = check_choice("attack_settings", name, tuple(ATTACKS))
         if not isinstance(settings, Mapping):
-            raise TypeError(f"attack_settings[{name!r}] must map argument names to values, got {settings!r}.")
+            raise ValueError(f"attack_settings[{name!r}] must map names to values, got {settings!r}.")  # noqa: TRY004
+        if ATTACKS[name].level == "epsilon" and "eps" in settings:
+            raise ValueError(f"attack_settings[{name!r}] sets eps: the budgets of the L-inf attacks are epsilons.")
         checked[name] = {str(k): v for k, v in settings.items()}
     return checked
 
@@ -300,41 +372,46 @@ def _attack_plan(
     epsilons: Sequence[float],
     loaded: LoadedBundle,
 ) -> tuple[Callable[[float], Any], list[float], str]:
-    """The attack factory of ``name``, the levels of its sweep and its label (see :py:func:`bundle_robustness`)."""
+    """
+    The attack factory of ``name``, the levels of its sweep and its label (see :py:func:`bundle_robustness`); the
+    attack is built at each level above 0 once, so that a setting it does not take, or a wrong value, fails here.
+    """
     spec, settings = ATTACKS[name], dict(settings_of.get(name, {}))
-    steps = spec.num_steps if num_steps is None else check_positive_int("num_steps", num_steps)
+    steps = spec.num_steps if num_steps is None else num_steps
     label = spec.label if not spec.steps or steps is None else f"{spec.label}-{steps}"
     levels = list(epsilons)
     if spec.level == "q_max":
-        q_max = float(settings.pop("q_max", VAFA_Q_MAX))
+        q_max = check_positive("q_max", settings.pop("q_max", VAFA_Q_MAX))
         if "spatial_dims" not in settings:  # VAFA's blocks: 3D for volumes, 2D for images
             settings["spatial_dims"] = loaded.dataloader.dataset[0]["image"].ndim - 1
         levels = [0.0, q_max] if 0 in levels else [q_max]
         label = f"{label} (q_max {q_max:g})"
     factory = functools.partial(benchmark_attack, attack=name, num_steps=num_steps, **settings)
+    for level in levels:
+        if level > 0:
+            factory(level)
     return factory, levels, label
 
 
 def _figure(
     loaded: LoadedBundle,
     table: dict[str, Any],
-    factories: dict[str, tuple[Callable[[float], Any], list[float], str]],
-    settings_of: Mapping[str, Mapping[str, Any]],
-    num_steps: int | None,
+    plans: Mapping[str, tuple[Callable[[float], Any], list[float], str]],
     index: int,
     attack: str | None,
     epsilon: float | None,
     path: Path,
 ) -> dict[str, Any] | None:
-    """Draw image ``index`` clean and attacked (see :py:func:`bundle_robustness`); its description, ``None`` when
-    there is nothing to attack (the budget is 0, or no attack)."""
+    """Draw image ``index`` clean and attacked (see :py:func:`bundle_robustness`; ``plans``: each attack's
+    :py:func:`_attack_plan`, ``attack``'s among them); its description, ``None`` when there is nothing to attack (the
+    budget is 0, or no attack)."""
     epsilon = max(table["epsilons"], default=0.0) if epsilon is None else epsilon
     if attack is None:
         attack = _strongest(table["attacks"], epsilon)
     if attack is None:
         logger.info("no figure: no attack was run")
         return None
-    factory, levels, label = factories.get(attack) or _attack_plan(attack, settings_of, num_steps, [], loaded)
+    factory, levels, label = plans[attack]
     level = epsilon if ATTACKS[attack].level == "epsilon" else levels[-1]
     if level == 0:
         logger.info("no figure: the figure's budget is 0")

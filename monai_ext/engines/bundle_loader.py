@@ -17,11 +17,15 @@ The config that describes the evaluation is the first of these in ``configs/`` (
   same spatial transforms would do to it.
 
 The bundle's own ``initialize`` is not run: it loads weights into the bundle's evaluator or prepares a training run.
+
+Under a process group of several ranks (``torchrun``), each rank's data loader holds its part of the images (MONAI's
+``DistributedSampler`` without padding: each image on one rank).
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -29,20 +33,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow, ReferenceResolver
 from monai.bundle.properties import InferProperties, TrainProperties
 from monai.bundle.utils import ID_SEP_KEY
-from monai.data import DataLoader, Dataset
+from monai.data import DataLoader, Dataset, DistributedSampler
 from monai.inferers import Inferer
 from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, ResampleToMatchd
 from monai.utils import BundlePropertyConfig, CommonKeys
 from torch import nn
 
 from monai_ext.data import load_datalist
+from monai_ext.utils.distributed import get_world_size
 
 __all__ = [
     "CONFIG_SUFFIXES",
     "EVALUATION_CONFIGS",
+    "READ_IDS",
     "LoadedBundle",
     "configs_folder",
     "evaluation_workflow",
@@ -75,6 +81,9 @@ _PROPERTY_TABLES = {"train": TrainProperties, "infer": InferProperties}
 
 #: the ``init_id`` of the workflow: an id no bundle defines, so that its own ``initialize`` does not run
 _NO_INITIALIZE = "_monai_ext_no_initialize_"
+
+#: the ids an override may give although the config does not define them: the ids that the loader reads
+READ_IDS = ("bundle_root", "dataset_dir", "data_root", "device", "num_classes")
 
 
 @dataclass
@@ -121,15 +130,20 @@ def evaluation_workflow(
         config_file: the config file or chain (later files override earlier ones, as ``monai.bundle run``'s
             ``--config_file``) instead of the first of :py:data:`EVALUATION_CONFIGS` in ``configs/``; its workflow
             type is ``"train"`` when it has a validation section, else ``"infer"``.
-        overrides: config ids to values, as on ``monai.bundle run``'s command line.
+        overrides: config ids to values, as on ``monai.bundle run``'s command line: ids the config defines, ids inside
+            them (``validate#inferer#sw_batch_size``), or the ids the loader reads (:py:data:`READ_IDS`).
 
     Raises:
-        FileNotFoundError: no ``configs/`` folder, or none of its configs describes an evaluation.
-        ValueError: an override of an id inside one that the config does not define.
+        FileNotFoundError: no ``configs/`` folder, a ``config_file`` that does not exist, or no config of the bundle
+            that describes an evaluation.
+        ValueError: an override of an id that the config does not define (a mistyped option), or of an id inside one.
     """
     configs_dir = configs_folder(bundle)
     if config_file is not None:
         files = [str(f) for f in ([config_file] if isinstance(config_file, (str, PathLike)) else config_file)]
+        missing = [f for f in files if not Path(f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"config file {', '.join(missing)} does not exist.")
         candidates = [(files, t) for t in _PROPERTIES]
     else:
         found = [(find_config(configs_dir, stem), t) for stem, t in EVALUATION_CONFIGS]
@@ -145,6 +159,12 @@ def evaluation_workflow(
             f"no config of {configs_dir} describes an evaluation: looked for a train config with validate#inferer and "
             "validate#preprocessing, or an evaluate, test or inference config with inferer and preprocessing "
             f"({'/'.join(CONFIG_SUFFIXES)})."
+        )
+    top_level = [key for key in overrides if ID_SEP_KEY not in ReferenceResolver.normalize_id(key)]
+    unknown = [f"--{key}" for key in top_level if key not in READ_IDS and key not in parser]
+    if unknown:
+        raise ValueError(
+            f"unknown option {', '.join(unknown)}: neither an option of the command nor an id of {', '.join(files)}."
         )
     try:
         workflow = ConfigWorkflow(config_file=files, logging_file=False, init_id=_NO_INITIALIZE,
@@ -168,7 +188,9 @@ def load_bundle(
     """
     Open a trained bundle for evaluation: its network with the trained weights, its evaluation inferer, and labelled
     data through its evaluation preprocessing, batched as its evaluation data loader batches them (one volume a batch
-    in the zoo's 3D bundles).
+    in the zoo's 3D bundles); under a process group of several ranks, each rank's data loader holds its part of the
+    images (MONAI's ``DistributedSampler`` with ``even_divisible=False``, in order: rank ``r`` of ``n`` the images
+    ``r, r + n, ...``).
 
     The data, first found:
 
@@ -187,11 +209,13 @@ def load_bundle(
         split: the split of a dataset folder to evaluate.
         max_images: evaluate only the first images.
         config_file: see :py:func:`evaluation_workflow`.
-        overrides: config ids to values (``bundle_root`` is ``bundle`` unless given).
+        overrides: config ids to values (``bundle_root`` is ``bundle`` unless given), as
+            :py:func:`evaluation_workflow` takes them.
 
     Raises:
         FileNotFoundError: no bundle folder, evaluation config or weights.
-        ValueError: no labelled data, or no number of classes.
+        ValueError: an unknown override, weights that do not load into the network, no labelled data, fewer images
+            than ranks, or no number of classes.
     """
     overrides = {"bundle_root": str(bundle), **overrides}
     root = Path(overrides["bundle_root"])
@@ -201,26 +225,39 @@ def load_bundle(
         raise FileNotFoundError(f"no trained weights at {weights}: train the bundle first, or pass --ckpt_path.")
     workflow, files = evaluation_workflow(bundle, config_file, **overrides)
     inferer_name, preprocessing_name, data_name = _PROPERTIES[workflow.workflow_type]
-    network, device = workflow.network_def, torch.device(workflow.device)
+    network, device = _built(workflow, "network_def", files), torch.device(_built(workflow, "device", files))
     if network is None:
         raise ValueError(f"{', '.join(files)} defines no network_def.")
     network = network.to(device)
-    network.load_state_dict(_state_dict(weights, device))
+    try:
+        network.load_state_dict(_state_dict(weights, device))
+    except RuntimeError as error:  # a line per missing, unexpected or mis-shaped entry: the first two named
+        lines = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        raise ValueError(
+            f"the weights at {weights} do not fit the network_def of {', '.join(files)} (overrides of the network "
+            f"must be those of the training run): {'; '.join(lines[:2])}{' ...' if len(lines) > 2 else ''}"
+        ) from error
     datalist, split, data = _datalist(workflow, data_name, split, files)
     datalist = datalist[:max_images] if max_images is not None else datalist
-    preprocessing = getattr(workflow, preprocessing_name)
+    preprocessing = _built(workflow, preprocessing_name, files)
     if not _loads_label(preprocessing):
         logger.info("%s loads the image alone: the label is resampled onto the preprocessed image", preprocessing_name)
         preprocessing = with_label(preprocessing)
     num_classes, class_names = _classes(workflow)
+    dataset = Dataset(datalist, preprocessing)
+    sampler = None
+    if get_world_size() > 1:
+        if len(dataset) < get_world_size():
+            raise ValueError(f"{len(dataset)} images for {get_world_size()} processes: run at most {len(dataset)}.")
+        sampler = DistributedSampler(dataset, even_divisible=False, shuffle=False)
     return LoadedBundle(
         name=Path(bundle).resolve().name,
         root=root,
         config_files=files,
         weights=weights,
         network=network,
-        inferer=getattr(workflow, inferer_name),
-        dataloader=DataLoader(Dataset(datalist, preprocessing), batch_size=_batch_size(workflow), shuffle=False),
+        inferer=_built(workflow, inferer_name, files),
+        dataloader=DataLoader(dataset, batch_size=_batch_size(workflow), shuffle=False, sampler=sampler),
         image_names=[_image_name(entry) for entry in datalist],
         split=split,
         data=data,
@@ -242,6 +279,16 @@ def with_label(preprocessing: Compose) -> Compose:
     ])  # fmt: skip
 
 
+def _built(workflow: ConfigWorkflow, name: str, files: list[str]) -> Any:
+    """The workflow's property ``name``, built from its config (``files``, with the overrides)."""
+    try:
+        return getattr(workflow, name)
+    except RuntimeError as error:  # MONAI's "Failed to instantiate / evaluate ...", with the component's error as cause
+        raise ValueError(
+            f"{name} of {', '.join(files)} fails to build: {str(error).splitlines()[0]} ({error.__cause__})"
+        ) from error
+
+
 def _batch_size(workflow: ConfigWorkflow) -> int:
     """The batch size of the bundle's evaluation data loader, 1 where it has none."""
     key = _BATCH_SIZE[workflow.workflow_type]
@@ -256,7 +303,12 @@ def _loads_label(preprocessing: Any) -> bool:
 
 def _state_dict(path: Path, device: torch.device) -> Mapping[str, torch.Tensor]:
     """The network's state dict in ``path``: saved as it is, or under ``"model"``."""
-    state = torch.load(path, map_location=device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:  # not a file of torch.save, or not weights
+        raise ValueError(
+            f"{path} holds no weights that torch.load(..., weights_only=True) reads ({type(error).__name__})."
+        ) from error
     return state["model"] if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping) else state
 
 
@@ -275,7 +327,7 @@ def _datalist(
             logger.warning("%s; evaluating the 'validation' split instead", error)
             split, datalist = "validation", load_datalist(folder, "validation")
         return datalist, split, f"the {split} split of {folder}"
-    data = list(getattr(workflow, data_name) or [])
+    data = list(_built(workflow, data_name, files) or [])
     data_id = workflow.properties[data_name][BundlePropertyConfig.ID].replace(ID_SEP_KEY, "#")  # as overrides write it
     if not data or not all(isinstance(entry, Mapping) and LABEL in entry for entry in data):
         raise ValueError(

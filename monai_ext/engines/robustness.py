@@ -1,21 +1,26 @@
 """Robustness sweep: a network's Dice and Jaccard (and, on request, its Hausdorff distance in the images' physical
 units, and every image's scores) on a dataset under an attack at each of several budgets, on the sweep engine
-:py:class:`~monai_ext.engines.LevelSweep`."""
+:py:class:`~monai_ext.engines.LevelSweep`; in one process, or over the ranks of a process group (``torchrun``), each on
+its part of the images."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine
 from monai.engines import SupervisedEvaluator
 from monai.handlers import MeanDice, MeanIoUHandler, from_engine
 from monai.inferers import Inferer, SimpleInferer
+from monai.metrics.utils import do_metric_reduction
 from monai.transforms import Activationsd, AsDiscreted, Compose
+from monai.utils import MetricReduction, convert_to_tensor
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -24,10 +29,11 @@ from monai_ext.engines.sweep import LevelSweep, engine_metrics
 from monai_ext.handlers.hausdorff import PhysicalHausdorffDistance
 from monai_ext.metrics import per_image_distances, per_image_scores
 from monai_ext.utils.checks import check_number, check_positive_int
+from monai_ext.utils.distributed import get_rank, get_world_size, rank_zero_call
 from monai_ext.utils.files import json_safe
 from monai_ext.visualize import plot_robustness_curves
 
-__all__ = ["RobustnessSweep", "hausdorff_key", "robustness_summary"]
+__all__ = ["RobustnessSweep", "gather_metric_details", "hausdorff_key", "robustness_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +59,38 @@ def hausdorff_key(percentile: float) -> str:
     return f"hd{percentile:g}"
 
 
+def gather_metric_details(evaluator: Engine, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """
+    The per-image details of the evaluator's metrics ``names`` (``evaluator.state.metric_details``, ``(N, C)``: per
+    image and class) on the CPU, in the order of its dataset. Under a process group of several ranks, every rank
+    evaluated its part of the images (its data loader's sampler: MONAI's ``DistributedSampler`` with
+    ``even_divisible=False``), and every rank gets the details of all the images, gathered
+    (``torch.distributed.all_gather_object``) and put back in the dataset's order.
+
+    Raises:
+        ValueError: the ranks' samplers do not split the dataset (an image on two ranks, or on none).
+    """
+    local = {name: convert_to_tensor(evaluator.state.metric_details[name], track_meta=False).cpu() for name in names}
+    if get_world_size() == 1:
+        return local
+    parts: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(parts, (list(evaluator.data_loader.sampler), local))
+    indices = torch.tensor([index for part, _ in parts for index in part], dtype=torch.long)
+    if sorted(indices.tolist()) != list(range(len(evaluator.data_loader.dataset))):
+        raise ValueError(
+            "the ranks' data loaders must split the dataset, each image on one rank: a DistributedSampler with "
+            "even_divisible=False (monai.data), not one that pads the last ranks with repeated images."
+        )
+    order = indices.argsort()
+    return {name: torch.cat([details[name] for _, details in parts])[order] for name in names}
+
+
 def robustness_summary(evaluator: Engine, per_image: bool = False, hausdorff: str | None = None) -> dict[str, Any]:
     """
     A budget's results in a :py:class:`RobustnessSweep` (the ``summary`` of its
-    :py:class:`~monai_ext.engines.LevelSweep`): ``mean_dice`` and ``mean_jaccard`` as MONAI's handlers compute them
-    (background excluded; an image without a foreground class left out), and:
+    :py:class:`~monai_ext.engines.LevelSweep`), over the images of every rank (:py:func:`gather_metric_details`):
+    ``mean_dice`` and ``mean_jaccard`` as MONAI's handlers compute them (background excluded; an image without a
+    foreground class left out), and:
 
     - with ``hausdorff`` (the name of the evaluator's Hausdorff metric, say ``"hd95"``), per image the mean over the
       classes of its label (:py:func:`~monai_ext.metrics.per_image_distances`) and over the images
@@ -68,12 +101,13 @@ def robustness_summary(evaluator: Engine, per_image: bool = False, hausdorff: st
       NaN for an image without a foreground class) and, with ``hausdorff``, its distance (NaN where undefined) and
       ``<hausdorff>_empty`` (whether its prediction misses a class of its label), in the data's order.
     """
-    metrics = engine_metrics(evaluator)
-    details = evaluator.state.metric_details
-    result = {name: metrics[name] for name in ("mean_dice", "mean_jaccard")}
-    scores = {name: per_image_scores(details[name]) for name in ("mean_dice", "mean_jaccard")} if per_image else {}
+    overlaps = ("mean_dice", "mean_jaccard")
+    details = gather_metric_details(evaluator, [*overlaps, *([hausdorff] if hausdorff is not None else [])])
+    # MONAI's reduction of a metric's buffer (it sets the NaN of its input to 0: a copy)
+    result = {name: do_metric_reduction(details[name].clone(), MetricReduction.MEAN)[0].item() for name in overlaps}
+    scores = {name: per_image_scores(details[name]) for name in overlaps} if per_image else {}
     if hausdorff is not None:
-        values, empty = per_image_distances(details[hausdorff], ~torch.isnan(torch.as_tensor(details["mean_dice"])))
+        values, empty = per_image_distances(details[hausdorff], ~torch.isnan(details["mean_dice"]))
         finite = values[torch.isfinite(values)]
         mean = float(finite.mean()) if finite.numel() else float("nan")
         result |= {
@@ -102,6 +136,12 @@ class RobustnessSweep:
     ``hausdorff_percentile``, the Hausdorff distance at that percentile is measured too, in the units of each label's
     affine (mm for NIfTI; :py:class:`~monai_ext.handlers.PhysicalHausdorffDistance`), and reported as its mean over
     the images where it is finite with a count of the images whose prediction is empty (:py:func:`robustness_summary`).
+
+    Under a process group of several ranks (``torchrun``; MONAI's ``DistributedSampler(dataset, shuffle=False,
+    even_divisible=False)`` in every rank's ``dataloader``), each rank evaluates and attacks its part of the images and
+    every budget's results are those of all the images (:py:func:`robustness_summary`), the same as in one process
+    wherever an image's attack does not depend on the images beside it. Rank 0 alone writes ``output_dir``; every rank
+    resumes from rank 0's ``<name>.json``, so that all of them skip the same budgets.
 
     Args:
         network: the segmentation network, returning logits ``(B, num_classes, *spatial)`` in eval mode.
@@ -132,7 +172,9 @@ class RobustnessSweep:
         per_image: keep every image's scores in each budget's results (``"per_image"``, see
             :py:func:`robustness_summary`), in the results file too, so that a resumed sweep has them.
         summary: ``evaluator -> dict``, a budget's results, instead of the default (:py:func:`robustness_summary` with
-            ``per_image`` and the Hausdorff metric; MONAI's metrics as they are without either).
+            ``per_image`` and the Hausdorff metric, or under a process group of several ranks; MONAI's metrics as they
+            are otherwise). Under several ranks, it must gather the ranks' results as :py:func:`robustness_summary`
+            does.
     """
 
     def __init__(
@@ -164,7 +206,7 @@ class RobustnessSweep:
                 raise ValueError("hausdorff_percentile must be in (0, 100], got 0.")
             hausdorff = hausdorff_key(percentile)
             additional[hausdorff] = PhysicalHausdorffDistance(percentile=percentile, **metric_args)
-        if summary is None and (per_image or hausdorff is not None):
+        if summary is None and (per_image or hausdorff is not None or get_world_size() > 1):
             summary = functools.partial(robustness_summary, per_image=bool(per_image), hausdorff=hausdorff)
         post = [Activationsd(keys="pred", softmax=True)]
         post += [AsDiscreted(keys=["pred", "label"], argmax=[True, False], to_onehot=num_classes)]
@@ -181,12 +223,31 @@ class RobustnessSweep:
         self.attack, self.epsilons, self.num_images = attack, epsilons, len(dataloader.dataset)
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.name, self.label, self.level_name = name, label, level_name
-        results_file = None if self.output_dir is None else self.output_dir / f"{name}.json"
+        results_file = None if self.output_dir is None else self._results_file(self.output_dir / f"{name}.json")
         header = {"label": label, "attacks": self._attacks(), "num_images": self.num_images}
         header |= {"level_name": level_name} if level_name != "epsilon" else {}  # the key of the levels (a report's)
         shared = SharedTrajectories(attack, [eps for eps in epsilons if eps > 0])  # 0 is the clean evaluation
-        self.sweep = LevelSweep(evaluator, shared, epsilons, summary=summary or engine_metrics, level_name=level_name,
-                                results_file=results_file, header=header, overwrite=overwrite)  # fmt: skip
+        perturbation = shared if get_world_size() == 1 else _EveryRank(shared)
+        self.sweep = LevelSweep(evaluator, perturbation, epsilons, summary=summary or engine_metrics,
+                                level_name=level_name, results_file=results_file, header=header,
+                                overwrite=overwrite)  # fmt: skip
+
+    def _results_file(self, path: Path) -> Path:
+        """
+        The results file of this rank's sweep: ``path`` on rank 0; on the other ranks of a process group, a copy of
+        rank 0's ``path`` in a temporary folder of their own (removed with the sweep), from which they take the same
+        finished budgets as rank 0 while rank 0 alone writes ``path``.
+        """
+        if get_world_size() == 1:
+            return path
+        text = rank_zero_call(_read_text, path)
+        if get_rank() == 0:
+            return path
+        self._scratch = tempfile.TemporaryDirectory(prefix=f"{path.stem}_rank{get_rank()}_")  # lives with the sweep
+        copy = Path(self._scratch.name) / path.name
+        if text is not None:
+            copy.write_text(text)
+        return copy
 
     def _attacks(self) -> list[dict[str, Any]]:
         """The name and settings of the attack at each budget above 0."""
@@ -202,13 +263,50 @@ class RobustnessSweep:
             ``seconds``: the run time of its budget, as measured when it was computed, in this run or the one it
             resumes; ``"seconds"``: their sum, the sweep's run time; a ``level_name`` other than ``"epsilon"`` is
             the key of the levels, and is in the summary as ``"level_name"``); with ``output_dir``, also in
-            ``output_dir/<name>.json`` (with the sweep's settings), and the curve in ``output_dir/<name>.png``.
+            ``output_dir/<name>.json`` (with the sweep's settings), and the curve in ``output_dir/<name>.png``
+            (written by rank 0 of a process group).
         """
         summary = {"label": self.label, "attacks": self._attacks(), "num_images": self.num_images}
         summary |= {"level_name": self.level_name} if self.level_name != "epsilon" else {}
         summary["results"] = self.sweep.run()
         summary["seconds"] = round(sum(r.get("seconds") or 0.0 for r in summary["results"]), 2)
-        if self.output_dir is not None:
+        if self.output_dir is not None and get_rank() == 0:
             plot_robustness_curves([summary], self.output_dir / f"{self.name}.png", xlabel=self.level_name)
             logger.info("wrote %s and %s", self.output_dir / f"{self.name}.json", self.output_dir / f"{self.name}.png")
         return summary
+
+
+class _EveryRank:
+    """
+    A sweep's attack factory under a process group of several ranks: ``factory(eps)``, where an attack that counts the
+    images each of its members won (a worst-case ensemble's ``win_counts()``, the ``"wins"`` of
+    :py:class:`~monai_ext.engines.LevelSweep`'s results) counts those of every rank. The ranks read the counts at the
+    same points of the sweep (before and after each budget they compute), where they are gathered.
+    """
+
+    def __init__(self, factory: Callable[[float], Any]) -> None:
+        self.__wrapped__ = factory  # a sweep's settings describe the factory: the same as in one process
+
+    def __call__(self, eps: float) -> Any:
+        attack = self.__wrapped__(eps)
+        return _WinsOfEveryRank(attack) if callable(getattr(attack, "win_counts", None)) else attack
+
+
+class _WinsOfEveryRank:
+    """``attack``, with ``win_counts()`` summed over the ranks (see :py:class:`_EveryRank`)."""
+
+    def __init__(self, attack: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        self.attack = attack
+
+    def __call__(self, network: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.attack(network, images, labels)
+
+    def win_counts(self) -> dict[str, int]:
+        counts: list[Any] = [None] * get_world_size()
+        dist.all_gather_object(counts, dict(self.attack.win_counts()))
+        return {name: sum(rank[name] for rank in counts) for name in counts[0]}
+
+
+def _read_text(path: Path) -> str | None:
+    """The text of ``path``; ``None`` where there is no such file."""
+    return path.read_text() if path.is_file() else None
