@@ -352,10 +352,11 @@ def test_check_properties(
     """MONAI's ``ConfigWorkflow(...).check_properties()`` after ``initialize()``: no property missing or misnamed."""
     overrides = {"bundle_root": str(tmp_path), "dataset_dir": zoo_dataset(bundle), **tiny(bundle)}
     parser = read_bundle_config(bundle, chain, **overrides)
-    if any("@ckpt_path" in str(expr) for expr in parser["initialize"]):  # chains that load weights as they initialise
-        ckpt = Path(parser.get_parsed_content("ckpt_path"))
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(parser.get_parsed_content("network_def").state_dict(), ckpt)
+    for key in ("ckpt_path", "source_ckpt_path"):  # chains that load weights as they initialise
+        if any(f"@{key}" in str(expr) for expr in parser["initialize"]):
+            ckpt = Path(parser.get_parsed_content(key))
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(parser.get_parsed_content("network_def").state_dict(), ckpt)
     workflow = ConfigWorkflow(
         config_file=config_files(bundle, chain),
         meta_file=str(BUNDLES_DIR / bundle / "configs" / "metadata.json"),
