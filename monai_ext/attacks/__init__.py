@@ -27,6 +27,7 @@ from monai_ext.attacks.losses import (
 )
 from monai_ext.attacks.objective import AttackObjective, attack_mode, check_target, network_logits, resolve_target
 from monai_ext.attacks.pgd import PGD
+from monai_ext.attacks.sea import SEA_LOSSES, SEA_STEPS, pixel_accuracy_score, sea_members
 from monai_ext.attacks.segpgd import SegPGD, segpgd_loss, segpgd_weights
 from monai_ext.attacks.shared_sweep import SharedTrajectories, shared_sweep, shares_trajectory
 from monai_ext.attacks.sign_selection import SignSelectionFGSM
@@ -40,6 +41,8 @@ __all__ = [
     "LOSSES",
     "PGD",
     "PIXEL_LOSSES",
+    "SEA_LOSSES",
+    "SEA_STEPS",
     "VAFA",
     "Attack",
     "AttackObjective",
@@ -71,9 +74,11 @@ __all__ = [
     "kurakin_num_steps",
     "matches_label",
     "network_logits",
+    "pixel_accuracy_score",
     "pixel_losses",
     "project",
     "resolve_target",
+    "sea_members",
     "segpgd_loss",
     "segpgd_weights",
     "shared_sweep",
