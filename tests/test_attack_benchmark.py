@@ -98,3 +98,29 @@ def test_help_is_shown_whatever_the_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["robustness", "--bundle", str(tmp_path), "--epsilons", "[0,2]", "--help"])
     assert exit_info.value.code == 0 and "--attack_settings" in capsys.readouterr().err
+
+
+def test_sea_presets_by_name():
+    from monai_ext.attacks import dice_score, pixel_accuracy_score
+
+    sea, by_dice = benchmark_attack(8, "sea"), benchmark_attack(8, "sea_dice", num_steps=10)
+    assert [a.loss for a in sea.attacks] == ["balanced_masked_ce", "masked_ce", "jsd"]
+    assert all(a.num_steps == 300 and a.radius_reduction for a in sea.attacks) and sea.score is pixel_accuracy_score
+    assert all(a.num_steps == 10 for a in by_dice.attacks) and by_dice.score is dice_score
+
+
+def test_sea_through_the_command(trained_bundle, tmp_path):
+    """``--attacks "[sea,sea_dice]"``: SEA's worst by pixel accuracy and by Dice, side by side in one table."""
+    root, _ = trained_bundle("nlcen")
+    out = tmp_path / "sea"
+    main(["robustness", "--bundle", str(BUNDLES_DIR / "nlcen"), "--bundle_root", str(root), "--output_dir", str(out),
+          "--attacks", "[sea,sea_dice]", "--epsilons", "[0,8]", "--num_steps", "3", "--max_images", "2",
+          "--batch_size", "2", "--spatial_size", json.dumps(tiny("nlcen")["spatial_size"])])  # fmt: skip
+    table = json.loads((out / "attack_benchmark.json").read_text())
+    by_accuracy, by_dice = (
+        next(a for a in table["attacks"] if a["attack"] == n)["results"] for n in ("sea", "sea_dice")
+    )
+    # the same attacks, the worst kept by Dice is never better in Dice than the worst kept by pixel accuracy
+    assert by_dice[1]["mean_dice"] <= by_accuracy[1]["mean_dice"] + 1e-6
+    assert sum(by_accuracy[1]["wins"].values()) == 2 and len(by_accuracy[1]["wins"]) == 3
+    assert "| SEA-3 |" in (out / "attack_benchmark.md").read_text()

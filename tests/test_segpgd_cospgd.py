@@ -13,7 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from monai_ext.attacks import CosPGD, SegPGD, cospgd_loss, cospgd_weights, segpgd_loss, segpgd_weights, to_data_units
+from monai_ext.attacks import (
+    CosPGD,
+    SegPGD,
+    cospgd_loss,
+    cospgd_weights,
+    segpgd_loss,
+    segpgd_weights,
+    to_data_units,
+    two_class_logits,
+)
+from monai_ext.attacks.objective import predicted_classes
 from monai_ext.transforms import Attackd
 
 torch.set_num_threads(1)
@@ -148,6 +158,29 @@ def test_cospgd_weights_by_hand():
     assert torch.allclose(cospgd_weights(logits, labels, targeted=True), 1 - expected, atol=1e-6)
     ce = [-math.log(pi[y]) for pi, y in zip(p, LABELS.tolist())]
     assert float(cospgd_loss(logits, labels)) == pytest.approx(sum(c * l for c, l in zip(cos, ce)) / 4, rel=1e-6)
+
+
+@pytest.mark.parametrize("num_classes", [1, 2, 3, 5])
+def test_weights_equal_the_argmax_and_cosine_similarity_forms(num_classes):
+    """The weights, computed without ``argmax`` over the class axis and without ``F.cosine_similarity`` (both slow on
+    the CPU), equal those forms bit for bit: ``predicted_classes`` is the argmax of the two-class logits (ties, a
+    zero single logit and equal logits included) and the CosPGD weights are ``cos(softmax, onehot)``."""
+    gen = torch.Generator().manual_seed(num_classes)
+    logits = torch.randn(3, num_classes, 9, 11, generator=gen) * 4
+    logits[0, :, :2] = 0.0  # ties
+    labels = torch.randint(0, max(num_classes, 2), (3, 1, 9, 11), generator=gen)
+    two = two_class_logits(logits)
+    assert torch.equal(predicted_classes(logits), two.argmax(1))
+    assert torch.equal(predicted_classes(logits, keepdim=True), two.argmax(1, keepdim=True))
+    for step, targeted in ((0, False), (3, True)):
+        lam = step / 8
+        won = (two.argmax(1) == labels[:, 0]) == targeted
+        assert torch.equal(segpgd_weights(logits, labels, step, 4, targeted), torch.where(won, lam, 1.0 - lam))
+    probs = F.softmax(two, dim=1)
+    onehot = F.one_hot(labels[:, 0], two.shape[1]).movedim(-1, 1).float()
+    cos = F.cosine_similarity(probs, onehot, dim=1)
+    assert torch.equal(cospgd_weights(logits, labels), cos)
+    assert torch.equal(cospgd_weights(logits, labels, targeted=True), 1 - cos)
 
 
 def test_single_logit_is_the_two_class_logits_zero_z():

@@ -1,7 +1,7 @@
 """
 Sign-selection FGSM (method 2 of the robust training paper): the exhaustive search against a brute-force loop over all
 ``3^C`` sign vectors, ties to fewer non-zero signs, greedy equal to exhaustive on a separable loss, recorded signs that
-rebuild the image, per-image losses against ``attack_loss``, and bounded forward passes.
+rebuild the image, candidate losses against ``attack_loss``, and bounded forward passes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet
 
 from monai_ext.attacks import SignSelectionFGSM, attack_loss
-from monai_ext.attacks.sign_selection import exhaustive_signs, greedy_signs, per_image_loss, sign_combinations
+from monai_ext.attacks.sign_selection import (
+    apply_signs,
+    candidate_losses,
+    exhaustive_signs,
+    greedy_signs,
+    sign_combinations,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -126,16 +132,22 @@ def test_greedy_is_linear_in_the_classes() -> None:
     assert sum(network.sizes) == 2 + 4 * 2 + 2 * (1 + 2 * 4) + 2
 
 
-@pytest.mark.parametrize("loss", ["ce", "dice"])
+@pytest.mark.parametrize("loss", ["ce", "dice", "callable"])
 @pytest.mark.parametrize("num_classes", [1, 3])
-def test_per_image_loss_is_attack_loss_per_image(loss: str, num_classes: int) -> None:
-    gen = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, num_classes, 6, 6, generator=gen)
-    labels = torch.randint(0, max(num_classes, 2), (3, 1, 6, 6), generator=gen)
-    expected = torch.stack([attack_loss(logits[i : i + 1], labels[i : i + 1], loss) for i in range(3)])
-    torch.testing.assert_close(per_image_loss(logits, labels, loss), expected)
-    custom = per_image_loss(logits, labels, lambda a, b: (a - b).abs().mean())
-    torch.testing.assert_close(custom, (logits - labels).abs().flatten(1).mean(dim=1))
+def test_candidate_losses_are_attack_loss_per_candidate(loss: str, num_classes: int) -> None:
+    """Each candidate's loss is ``attack_loss`` of that candidate image alone (one loss module for every attack)."""
+    if loss == "callable":
+        loss = lambda logits, labels: (logits - labels).abs().mean()
+    classes = max(num_classes, 2)
+    network, (images, labels) = _unet(num_classes), _batch(classes)
+    directions = EPS * torch.randn(2, classes, *images.shape[1:], generator=torch.Generator().manual_seed(2))
+    rows = sign_combinations(classes)[:5]
+    losses = candidate_losses(network, images, labels, directions, rows, (0.0, 1.0), loss, chunk_size=4)
+    with torch.no_grad():
+        for b, k in itertools.product(range(2), range(len(rows))):
+            candidate = apply_signs(images[b : b + 1], directions[b : b + 1], rows[k : k + 1], (0.0, 1.0))
+            expected = attack_loss(network(candidate), labels[b : b + 1], loss)
+            torch.testing.assert_close(losses[b, k], expected)
 
 
 def test_records_rebuild_the_image_and_settings() -> None:

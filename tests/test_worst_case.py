@@ -32,11 +32,11 @@ def test_dice_score_by_hand():
     logits = torch.nn.functional.one_hot(pred, 3).permute(2, 0, 1)[None].float()
     labels = torch.tensor([[[[1, 2], [2, 0]]]])
     # class 1: 2 * 1 / (2 + 1) = 2/3; class 2: 2 * 1 / (1 + 2) = 2/3
-    assert torch.allclose(dice_score(logits, labels), torch.tensor([2 / 3]))
+    assert torch.allclose(dice_score(logits, labels), torch.tensor([2 / 3], dtype=torch.float64))
     # a single logit: foreground where > 0; empty prediction and empty labels count 1, a missed class 0
     z = torch.tensor([[[[1.0, -1.0], [-1.0, -1.0]]], [[[-1.0, -1.0], [-1.0, -1.0]]], [[[-1.0] * 2] * 2]])
     y = torch.tensor([[[[1, 1], [0, 0]]], [[[0, 0], [0, 0]]], [[[1, 0], [0, 0]]]])
-    assert torch.allclose(dice_score(z, y), torch.tensor([2 / 3, 1.0, 0.0]))
+    assert torch.allclose(dice_score(z, y), torch.tensor([2 / 3, 1.0, 0.0], dtype=torch.float64))
 
 
 def test_never_better_than_any_member_and_records_the_winner():

@@ -41,11 +41,17 @@ def cospgd_weights(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = 
     Returns:
         the weights ``(B, *spatial)`` in ``[0, 1]``, detached.
     """
-    logits = two_class_logits(logits)
-    probs = F.softmax(logits, dim=1)
-    onehot = F.one_hot(labels[:, 0].long(), logits.shape[1]).movedim(-1, 1).to(probs.dtype)
-    cos = F.cosine_similarity(probs, onehot, dim=1)
-    return (1 - cos if targeted else cos).detach()
+    probs = F.softmax(two_class_logits(logits), dim=1).detach()
+    # F.cosine_similarity(probs, onehot, dim=1) is p_y / ||p||_2 (its terms off the label are exact zeros); this skips
+    # the one-hot and the two norms over the strided class axis (each as costly on the CPU as a convolution layer).
+    # The norm is rounded as torch.linalg.vector_norm rounds it on the CPU (the squares summed in float32 class by
+    # class, the root taken in float64), so that the weights, and the signs of the steps, are the same bit for bit.
+    squares = probs.square()
+    total = squares[:, 0]
+    for c in range(1, squares.shape[1]):
+        total = total + squares[:, c]
+    cos = probs.gather(1, labels.long())[:, 0] / total.double().sqrt().to(probs.dtype).clamp_min(1e-8)
+    return 1 - cos if targeted else cos
 
 
 def cospgd_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False) -> torch.Tensor:

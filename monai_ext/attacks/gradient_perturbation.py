@@ -30,7 +30,9 @@ from monai.utils import convert_to_dst_type
 from torch import nn
 
 from monai_ext.attacks.inferer import describe_inferer, with_inferer
-from monai_ext.attacks.objective import AttackObjective, as_plain, attack_mode
+from monai_ext.attacks.losses import two_class_logits
+from monai_ext.attacks.objective import AttackObjective, as_plain, attack_mode, predicted_classes
+from monai_ext.attacks.worst_case import dice_score
 from monai_ext.utils.checks import (
     check_fraction,
     check_image_batch,
@@ -59,11 +61,6 @@ class GPResult(NamedTuple):
     converged: torch.Tensor
 
 
-def _two_class(logits: torch.Tensor) -> torch.Tensor:
-    """Logits ``(B, C, *spatial)``, a single-logit binary network's ``z`` as the two logits ``(0, z)``."""
-    return torch.cat([torch.zeros_like(logits), logits], dim=1) if logits.shape[1] == 1 else logits
-
-
 def gp_objective(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """
     The objective ``G`` of GP (eq. 3) per image: the sum over the pixels of the logit of the predicted class minus the
@@ -78,8 +75,8 @@ def gp_objective(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     Returns:
         ``G`` per image, ``(B,)``, differentiable with respect to ``logits``.
     """
-    logits = _two_class(logits)
-    predicted = logits.detach().argmax(dim=1, keepdim=True)
+    logits = two_class_logits(logits)
+    predicted = predicted_classes(logits.detach(), keepdim=True)
     difference = logits.gather(1, predicted) - logits.gather(1, labels.long())
     return difference.flatten(1).sum(dim=1)
 
@@ -91,9 +88,9 @@ def _gp_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def matches_label(logits: torch.Tensor, labels: torch.Tensor, dice_tolerance: float = 0.0) -> torch.Tensor:
     """
-    Whether each image's prediction matches its label: no pixel wrong (``dice_tolerance == 0``), or a mean Dice over
-    the foreground classes of at least ``1 - dice_tolerance`` (a class absent from both prediction and label counts
-    as a Dice of 1).
+    Whether each image's prediction matches its label: no pixel wrong (``dice_tolerance == 0``), or a Dice of at least
+    ``1 - dice_tolerance`` (:py:func:`~monai_ext.attacks.dice_score`: the mean over the foreground classes, a class
+    absent from both prediction and label counting 1).
 
     Args:
         logits: ``(B, C, *spatial)`` (``C == 1``: a single-logit binary network).
@@ -103,18 +100,9 @@ def matches_label(logits: torch.Tensor, labels: torch.Tensor, dice_tolerance: fl
     Returns:
         ``(B,)`` bool.
     """
-    logits = _two_class(logits)
-    predicted = logits.argmax(dim=1).flatten(1)
-    truth = labels.long().flatten(1)
     if dice_tolerance == 0:
-        return (predicted == truth).all(dim=1)
-    dices = []
-    for c in range(1, logits.shape[1]):
-        p, t = predicted == c, truth == c
-        both = (p.sum(1) + t.sum(1)).double()
-        overlap = 2.0 * (p & t).sum(1).double()
-        dices.append(torch.where(both > 0, overlap / both.clamp_min(1), torch.ones_like(both)))
-    return torch.stack(dices).mean(0) >= 1.0 - dice_tolerance
+        return (predicted_classes(logits, keepdim=True) == labels.long()).flatten(1).all(dim=1)
+    return dice_score(logits, labels) >= 1.0 - dice_tolerance
 
 
 class GradientPerturbation:

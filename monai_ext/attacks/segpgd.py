@@ -19,7 +19,8 @@ import functools
 
 import torch
 
-from monai_ext.attacks.losses import pixel_losses, two_class_logits
+from monai_ext.attacks.losses import pixel_losses
+from monai_ext.attacks.objective import predicted_classes
 from monai_ext.attacks.pgd import PixelWeightedPGD
 
 __all__ = ["SegPGD", "segpgd_loss", "segpgd_weights"]
@@ -48,8 +49,8 @@ def segpgd_weights(
         the weights ``(B, *spatial)``, detached.
     """
     lam = step / (2 * num_steps)
-    won = (two_class_logits(logits).argmax(1) == labels[:, 0].long()) == targeted
-    return torch.where(won, lam, 1.0 - lam).to(logits.dtype).detach()
+    won = (predicted_classes(logits) == labels[:, 0].long()) == targeted
+    return torch.tensor([1.0 - lam, lam], dtype=logits.dtype, device=logits.device)[won.long()]  # a lookup: no where
 
 
 def segpgd_loss(

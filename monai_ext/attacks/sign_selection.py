@@ -23,12 +23,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.inferers import Inferer
-from monai.losses import DiceLoss
 
 from monai_ext.attacks.base import Attack
-from monai_ext.attacks.losses import LOSSES
+from monai_ext.attacks.losses import attack_loss
 from monai_ext.attacks.objective import AttackObjective, network_logits
 from monai_ext.utils.checks import check_choice, check_interval, check_positive_int
 
@@ -39,7 +37,6 @@ __all__ = [
     "candidate_losses",
     "exhaustive_signs",
     "greedy_signs",
-    "per_image_loss",
     "sign_combinations",
 ]
 
@@ -78,33 +75,6 @@ def apply_signs(
     return (images + (weights * directions).sum(dim=1)).clamp(low, high)
 
 
-def per_image_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str | Callable = "ce") -> torch.Tensor:
-    """
-    The loss of each image of a batch, ``(N,)``: the per-image value of
-    :py:func:`monai_ext.attacks.losses.attack_loss` (cross-entropy averaged over the pixels, binary cross-entropy for a
-    single-logit network, MONAI's Dice loss, or a callable ``(logits, labels) -> scalar`` called per image).
-
-    Args:
-        logits: ``(N, C, *spatial)``.
-        labels: ``(N, 1, *spatial)`` class indices.
-        loss: ``"ce"``, ``"dice"`` or a callable.
-    """
-    if callable(loss):
-        return torch.stack([loss(logits[i : i + 1], labels[i : i + 1].to(logits.dtype)) for i in range(len(logits))])
-    loss = check_choice("loss", loss, LOSSES)
-    if loss == "ce":
-        if logits.shape[1] == 1:
-            values = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
-        else:
-            values = F.cross_entropy(logits, labels[:, 0].long(), reduction="none")
-        return values.flatten(1).mean(dim=1)
-    if logits.shape[1] == 1:
-        dice = DiceLoss(sigmoid=True, reduction="none")
-    else:
-        dice = DiceLoss(softmax=True, to_onehot_y=True, reduction="none")
-    return dice(logits, labels.to(logits.dtype)).flatten(1).mean(dim=1)
-
-
 def candidate_losses(
     network: Network,
     images: torch.Tensor,
@@ -129,7 +99,8 @@ def candidate_losses(
         directions: ``(B, C, C_in, *spatial)``.
         signs: ``(K, C)`` sign rows, or ``(B, K, C)`` for rows of each image.
         data_range: ``(min, max)`` to clip to.
-        loss: see :func:`per_image_loss`.
+        loss: ``"ce"``, ``"dice"`` or a callable ``(logits, labels) -> scalar`` (called per candidate): the loss of
+            each candidate, :py:func:`~monai_ext.attacks.losses.attack_loss` with ``reduction="none"``.
         chunk_size: candidates per forward pass, ``>= 1``: memory stays bounded by it.
 
     Returns:
@@ -148,7 +119,8 @@ def candidate_losses(
             candidates = apply_signs(
                 images[index], directions[index], flat_rows[start : start + chunk_size], data_range
             )
-            out[start : start + chunk_size] = per_image_loss(network_logits(network, candidates), labels[index], loss)
+            logits = network_logits(network, candidates)
+            out[start : start + chunk_size] = attack_loss(logits, labels[index], loss, reduction="none")
     return out.view(batch, num)
 
 

@@ -19,43 +19,42 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 from monai.inferers import Inferer
-from monai.metrics import compute_dice
 from monai.utils import convert_to_dst_type
 from torch import nn
 
 from monai_ext.attacks.apgd import APGD
 from monai_ext.attacks.cospgd import CosPGD
 from monai_ext.attacks.inferer import describe_inferer, with_inferer
-from monai_ext.attacks.losses import two_class_logits
-from monai_ext.attacks.objective import AttackObjective, attack_mode
+from monai_ext.attacks.objective import AttackObjective, attack_mode, predicted_classes
+from monai_ext.attacks.sea import SEA_STEPS, pixel_accuracy_score, sea_members
 from monai_ext.attacks.segpgd import SegPGD
-from monai_ext.utils.checks import check_callable, check_label_shape, check_positive_int
+from monai_ext.metrics.per_image import compute_per_image_dice
+from monai_ext.utils.checks import check_callable, check_choice, check_label_shape, check_positive_int
 
-__all__ = ["WorstCaseAttack", "dice_score", "ensemble_attack"]
+__all__ = ["ENSEMBLE_PRESETS", "WorstCaseAttack", "dice_score", "ensemble_attack"]
+
+#: the presets of :py:func:`ensemble_attack`
+ENSEMBLE_PRESETS = ("broad", "sea")
 
 AttackLike = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def dice_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """
-    The Dice of each image's prediction (argmax; a single logit ``> 0``) against its labels, the mean over the
-    foreground classes (MONAI's ``compute_dice``, background excluded; a class absent from both counts 1, from the
-    labels only 0).
+    The Dice of each image's prediction (:py:func:`~monai_ext.attacks.objective.predicted_classes`: the argmax, or a
+    single logit ``> 0``) against its labels: :py:func:`monai_ext.metrics.compute_per_image_dice`, the mean over the
+    foreground classes (background excluded; a class absent from both counts 1, from the labels only 0).
 
     Args:
         logits: ``(B, C, *spatial)``.
         labels: class indices ``(B, 1, *spatial)``.
 
     Returns:
-        ``(B,)`` in ``[0, 1]``.
+        ``(B,)`` in ``[0, 1]``, float64.
     """
-    logits = two_class_logits(logits)
-    num_classes = logits.shape[1]
-    pred = F.one_hot(logits.argmax(1), num_classes).movedim(-1, 1)
-    truth = F.one_hot(labels[:, 0].long(), num_classes).movedim(-1, 1)
-    return compute_dice(pred, truth, include_background=False, ignore_empty=False).mean(1)
+    num_classes = max(logits.shape[1], 2)
+    return compute_per_image_dice(predicted_classes(logits, keepdim=True), labels, num_classes=num_classes)
 
 
 class WorstCaseAttack:
@@ -157,30 +156,48 @@ class WorstCaseAttack:
 
 def ensemble_attack(
     eps: float,
-    num_steps: int = 100,
+    num_steps: int | None = None,
     norm: str = "linf",
     unit: str = "levels",
     data_range: Sequence[float] = (0.0, 1.0),
-    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = dice_score,
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     inferer: Inferer | None = None,
+    preset: str = "broad",
+    class_weights: Sequence[float] | None = None,
 ) -> WorstCaseAttack:
     """
-    The ensemble this project reports: the worst case per image (:py:class:`WorstCaseAttack`) of APGD with the
-    cross-entropy, APGD with the two SEA losses it implements faithfully (Jensen-Shannon divergence, masked
-    cross-entropy), SegPGD and CosPGD, all untargeted, ``num_steps`` steps each, from the clean images. SegPGD and
-    CosPGD take the step ``alpha = 2.5 eps / num_steps`` (Madry et al.'s rule).
+    A worst case per image (:py:class:`WorstCaseAttack`) over a preset of attacks, all untargeted:
+
+    - ``"broad"`` (default): APGD with the cross-entropy, APGD with the Jensen-Shannon divergence and with the masked
+      cross-entropy, SegPGD and CosPGD, ``num_steps`` steps each (100 by default), from the clean images (APGD from a
+      seeded random start); SegPGD and CosPGD take the step ``alpha = 2.5 eps / num_steps`` (Madry et al.'s rule); the
+      worst by Dice (:py:func:`dice_score`).
+    - ``"sea"``: SEA (Croce, Singh and Hein, ECCV 2024) as its paper reports it: APGD with its three losses
+      (:py:func:`~monai_ext.attacks.sea.sea_members`: class-balanced masked CE, masked CE, JSD; radius reduction,
+      random start), ``num_steps`` steps each (300 by default), the worst by pixel accuracy
+      (:py:func:`~monai_ext.attacks.sea.pixel_accuracy_score`), as SEA chooses; ``score=dice_score`` keeps the worst
+      by Dice instead.
 
     Args:
         eps: the budget in ``unit``.
-        num_steps: steps of each attack, ``>= 1``.
+        num_steps: steps of each attack, ``>= 1``; ``None``: the preset's (100, or SEA's 300).
         norm: ``"linf"`` or ``"l2"``.
         unit: ``"levels"`` or ``"fraction"``.
         data_range: ``(min, max)`` intensity range of the images.
-        score: see :py:class:`WorstCaseAttack`.
+        score: see :py:class:`WorstCaseAttack`; ``None``: the preset's.
         inferer: see :py:class:`WorstCaseAttack`.
+        preset: ``"broad"`` or ``"sea"``.
+        class_weights: ``"sea"`` only: the balanced loss's class weights; ``None``: from each image's label.
     """
-    num_steps = check_positive_int("num_steps", num_steps)
+    preset = check_choice("preset", preset, ENSEMBLE_PRESETS)
     common = {"norm": norm, "unit": unit, "data_range": data_range}
+    if preset == "sea":
+        num_steps = SEA_STEPS if num_steps is None else check_positive_int("num_steps", num_steps)
+        members = sea_members(eps, num_steps, class_weights=class_weights, **common)
+        return WorstCaseAttack(members, pixel_accuracy_score if score is None else score, inferer)
+    if class_weights is not None:
+        raise ValueError("class_weights are the 'sea' preset's (its balanced loss); the 'broad' preset takes none.")
+    num_steps = 100 if num_steps is None else check_positive_int("num_steps", num_steps)
     alpha = 2.5 * eps / num_steps
     return WorstCaseAttack(
         [
@@ -190,6 +207,6 @@ def ensemble_attack(
             SegPGD(eps, alpha, num_steps, random_start=False, **common),
             CosPGD(eps, alpha, num_steps, random_start=False, **common),
         ],
-        score,
+        dice_score if score is None else score,
         inferer,
     )

@@ -39,6 +39,7 @@ from monai_ext.attacks import (
     IterativeFGSM,
     SegPGD,
     attack_mode,
+    dice_score,
     ensemble_attack,
     network_logits,
     two_class_logits,
@@ -96,6 +97,8 @@ ATTACKS: dict[str, BenchmarkAttack] = {
     "apgd": BenchmarkAttack("APGD-CE", 100),
     "vafa": BenchmarkAttack("VAFA", 20, level="q_max"),
     "ensemble": BenchmarkAttack("ensemble", 100),
+    "sea": BenchmarkAttack("SEA", 300),
+    "sea_dice": BenchmarkAttack("SEA (worst by Dice)", 300),
 }
 #: the attacks run when ``attacks`` is not given (FGSM, APGD-CE and VAFA are opt-in)
 DEFAULT_ATTACKS = ("ifgsm", "pgd", "segpgd", "cospgd", "ensemble")
@@ -123,8 +126,11 @@ def benchmark_attack(level: float, attack: str, num_steps: int | None = None, se
     - ``"vafa"``: :py:class:`~monai_ext.attacks.VAFA` with ``q_max = level`` and its own defaults otherwise (blocks of
       8, the Dice loss, ``SSIM >= 0.95``; 3D unless ``spatial_dims=2``); it is no L-inf attack, see
       :py:func:`bundle_robustness`;
-    - ``"ensemble"``: :py:func:`~monai_ext.attacks.ensemble_attack`, the worst case per image of APGD (CE, JSD,
-      masked CE), SegPGD and CosPGD.
+    - ``"ensemble"``: :py:func:`~monai_ext.attacks.ensemble_attack`, its ``"broad"`` preset: the worst case per image
+      of APGD (CE, JSD, masked CE), SegPGD and CosPGD;
+    - ``"sea"``: the ``"sea"`` preset, SEA as its paper reports it (APGD with its three losses, 300 steps each, radius
+      reduction), the worst per image by pixel accuracy (SEA's rule); ``"sea_dice"``: the same attacks, the worst by
+      Dice.
 
     Args:
         level: the budget, ``>= 0`` (VAFA: ``>= 1``).
@@ -149,6 +155,10 @@ def benchmark_attack(level: float, attack: str, num_steps: int | None = None, se
         build, defaults = VAFA, {"q_max": level, "num_steps": steps}
     elif attack == "ensemble":
         build, defaults = ensemble_attack, {"eps": level, "num_steps": steps}
+    elif attack in ("sea", "sea_dice"):
+        build, defaults = ensemble_attack, {"eps": level, "num_steps": steps, "preset": "sea"}
+        if attack == "sea_dice":
+            defaults["score"] = dice_score
     else:
         build = _PGD_FAMILY[attack]
         defaults = {"eps": level, "alpha": 2.5 * level / steps, "num_steps": steps, "random_start": True, "seed": seed}

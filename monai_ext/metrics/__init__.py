@@ -1,7 +1,13 @@
 """Metrics of ``monai_ext``: ProtoSeg segmentation ability (maps, scores, summaries), Variance of Gradients, pixel
 accuracy, per-image scores and their summaries."""
 
-from monai_ext.metrics.per_image import density_curve, mean_standard_error, per_image_distances, per_image_scores
+from monai_ext.metrics.per_image import (
+    compute_per_image_dice,
+    density_curve,
+    mean_standard_error,
+    per_image_distances,
+    per_image_scores,
+)
 from monai_ext.metrics.pixel_accuracy import PixelAccuracyMetric, compute_pixel_accuracy
 from monai_ext.metrics.protoseg_map import (
     binarize_prediction,
@@ -38,6 +44,7 @@ __all__ = [
     "check_protoseg_inputs",
     "class_weights",
     "compute_layer_sa_scores",
+    "compute_per_image_dice",
     "compute_pixel_accuracy",
     "compute_prototypes",
     "compute_sa_score",
