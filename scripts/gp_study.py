@@ -348,7 +348,8 @@ class _Study:
         eval_dir = self.root / "eval" / method
         sha = file_sha256(ckpt)
         done = (eval_dir / "summary.json").is_file() and (eval_dir / "per_image.json").is_file()
-        if not done or self.data["stages"].get(stage, {}).get("model_sha256", sha) != sha:
+        # a score the study did not record making (another run into the same eval folder) is made again
+        if not done or self.data["stages"].get(stage, {}).get("model_sha256") != sha:
             self.run(stage, config, overrides)
             self.data["stages"][stage]["model_sha256"] = sha
         summary = json.loads((eval_dir / "summary.json").read_text())
