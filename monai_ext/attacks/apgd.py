@@ -28,9 +28,8 @@ from monai_ext.attacks.losses import (
     LossLike,
     attack_loss,
     is_untargeted_loss,
-    two_class_logits,
 )
-from monai_ext.attacks.objective import AttackObjective, TargetLike
+from monai_ext.attacks.objective import AttackObjective, TargetLike, predicted_classes
 from monai_ext.utils.checks import check_choice, check_fraction, check_non_negative_int
 
 __all__ = ["APGD", "apgd_checkpoints"]
@@ -194,7 +193,7 @@ class APGD(Attack):
         labels = objective.objective_labels
         track_loss = self.loss if self.track_loss is None else self.track_loss
         value = attack_loss(logits, labels, track_loss, reduction="none")
-        hits = (two_class_logits(logits).argmax(1, keepdim=True) == labels).flatten(1).float().mean(1)
+        hits = (predicted_classes(logits, keepdim=True) == labels).flatten(1).float().mean(1)
         if objective.targeted:
             return -value, hits
         return value, 1.0 - hits
