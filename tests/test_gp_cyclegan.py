@@ -372,7 +372,7 @@ def test_bundle_trains_and_evaluates(trained_bundle, method: str, train: str, ex
     """One iteration on the GP set of the synthetic data, then the translator scored through translate-then-segment."""
     root, _ = trained_bundle(BUNDLE)
     sizes = {**tiny(BUNDLE), **TINY_GAN}
-    run_bundle_configs(BUNDLE, ["train", train], bundle_root=str(root), epochs=1, batch_size=4,
+    run_bundle_configs(BUNDLE, ["train", train], bundle_root=str(root), epochs=1, batch_size=4, overwrite=True,
                        **{"train#trainer#epoch_length": 1}, **sizes)  # fmt: skip
     orig = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
     trained = torch.load(root / "models" / method / "model.pt", map_location="cpu", weights_only=True)
