@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from monai_ext.losses.gan import HingeDiscriminatorLoss, HingeGeneratorLoss
 
-__all__ = ["LOSS_TERMS", "AdversarialSegmentationTrainer", "loss_terms"]
+__all__ = ["LOSS_TERMS", "AdversarialSegmentationTrainer", "check_optimizer", "frozen", "loss_terms"]
 
 #: the loss terms an iteration puts in ``engine.state.output`` (scalars; the last three only with a discriminator):
 #: ``loss`` the generator's total, ``seg_loss`` its segmentation loss, ``adv_loss`` its adversarial loss (unweighted),
@@ -55,8 +55,19 @@ def loss_terms(
     return {key: float(first[key]) for key in keys if key in first}
 
 
+def check_optimizer(name: str, optimizer: Optimizer, own: nn.Module, other: nn.Module | None) -> None:
+    """``optimizer`` must hold no parameter of ``other`` (each network of an adversarial trainer is updated by its own
+    optimizer only)."""
+    if other is None:
+        return
+    foreign = {id(p) for p in other.parameters()} - {id(p) for p in own.parameters()}
+    held = sum(id(p) in foreign for group in optimizer.param_groups for p in group["params"])
+    if held:
+        raise ValueError(f"{name} holds {held} parameters of the other network; give each network its own optimizer.")
+
+
 @contextmanager
-def _frozen(network: nn.Module) -> Iterator[None]:
+def frozen(network: nn.Module) -> Iterator[None]:
     """Parameters of ``network`` do not require grad inside the block (the flags are restored afterwards)."""
     flags = [(p, p.requires_grad) for p in network.parameters()]
     for p, _ in flags:
@@ -170,9 +181,9 @@ class AdversarialSegmentationTrainer(Trainer):
                 f"adversarial_weight={adversarial_weight} needs a discriminator and a d_optimizer; "
                 "use adversarial_weight=0 to train the segmentation network alone."
             )
-        self._check_optimizer("optimizer", optimizer, network, discriminator)
+        check_optimizer("optimizer", optimizer, network, discriminator)
         if discriminator is not None and d_optimizer is not None:
-            self._check_optimizer("d_optimizer", d_optimizer, discriminator, network)
+            check_optimizer("d_optimizer", d_optimizer, discriminator, network)
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -208,18 +219,6 @@ class AdversarialSegmentationTrainer(Trainer):
         device_type = torch.device(device).type
         self.g_scaler = torch.amp.GradScaler(device_type, enabled=amp)
         self.d_scaler = torch.amp.GradScaler(device_type, enabled=amp)
-
-    @staticmethod
-    def _check_optimizer(name: str, optimizer: Optimizer, own: nn.Module, other: nn.Module | None) -> None:
-        """``optimizer`` must hold no parameter of ``other`` (each network is updated by its own optimizer only)."""
-        if other is None:
-            return
-        foreign = {id(p) for p in other.parameters()} - {id(p) for p in own.parameters()}
-        held = sum(id(p) in foreign for group in optimizer.param_groups for p in group["params"])
-        if held:
-            raise ValueError(
-                f"{name} holds {held} parameters of the other network; give each network its own optimizer."
-            )
 
     @staticmethod
     def _check_labels(logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -289,7 +288,7 @@ class AdversarialSegmentationTrainer(Trainer):
             if use_discriminator:
                 # D's parameters get no gradient from G's loss; under DDP its frozen pass skips the wrapper's sync
                 frozen_disc = getattr(disc, "module", disc) if isinstance(disc, DistributedDataParallel) else disc
-                with _frozen(frozen_disc):
+                with frozen(frozen_disc):
                     adv_loss = engine.g_adversarial_loss_function(frozen_disc(inputs, fake).float())
                 loss = seg_loss + engine.adversarial_weight * adv_loss
                 terms["adv_loss"] = adv_loss.detach()

@@ -28,7 +28,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from monai_ext.engines.adversarial_segmentation import AdversarialSegmentationTrainer, _frozen
+from monai_ext.engines.adversarial_segmentation import check_optimizer, frozen
 from monai_ext.losses.cycle_gan import LeastSquaresDiscriminatorLoss, LeastSquaresGeneratorLoss
 from monai_ext.utils.checks import check_non_negative, check_non_negative_int, check_positive_int
 
@@ -228,8 +228,8 @@ class CycleGANTrainer(Trainer):
     ) -> None:
         generators = nn.ModuleList([network, generator_ba])
         discriminators = nn.ModuleList([discriminator_a, discriminator_b])
-        AdversarialSegmentationTrainer._check_optimizer("optimizer", optimizer, generators, discriminators)
-        AdversarialSegmentationTrainer._check_optimizer("d_optimizer", d_optimizer, discriminators, generators)
+        check_optimizer("optimizer", optimizer, generators, discriminators)
+        check_optimizer("d_optimizer", d_optimizer, discriminators, generators)
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -299,7 +299,7 @@ class CycleGANTrainer(Trainer):
 
         g_adv, d_adv, l1 = engine.g_adversarial_loss_function, engine.d_loss_function, engine.cycle_loss_function
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with torch.autocast(**autocast), _frozen(engine.discriminators):
+        with torch.autocast(**autocast), frozen(engine.discriminators):
             adv_loss = g_adv(_scores(d_b(fake_b)).float()) + g_adv(_scores(d_a(fake_a)).float())
             cycle_loss = l1(rec_a.float(), real_a) + l1(rec_b.float(), real_b)
             loss = adv_loss + engine.lambda_cycle * cycle_loss

@@ -26,7 +26,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from monai_ext.engines.adversarial_segmentation import AdversarialSegmentationTrainer, _frozen
+from monai_ext.engines.adversarial_segmentation import check_optimizer, frozen
 from monai_ext.engines.cycle_gan import _scores
 from monai_ext.losses.cycle_gan import LeastSquaresDiscriminatorLoss, LeastSquaresGeneratorLoss
 from monai_ext.utils.checks import check_non_negative
@@ -129,8 +129,8 @@ class Pix2PixTrainer(Trainer):
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
     ) -> None:
-        AdversarialSegmentationTrainer._check_optimizer("optimizer", optimizer, network, discriminator)
-        AdversarialSegmentationTrainer._check_optimizer("d_optimizer", d_optimizer, discriminator, network)
+        check_optimizer("optimizer", optimizer, network, discriminator)
+        check_optimizer("d_optimizer", d_optimizer, discriminator, network)
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -203,7 +203,7 @@ class Pix2PixTrainer(Trainer):
         engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_MODEL_COMPLETED)
 
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with torch.autocast(**autocast), _frozen(disc):
+        with torch.autocast(**autocast), frozen(disc):
             adv_loss = engine.g_adversarial_loss_function(_scores(disc(torch.cat([real_a, fake_b], dim=1))).float())
             l1_loss = engine.l1_loss_function(fake_b.float(), real_b)
             loss = adv_loss + engine.lambda_l1 * l1_loss
