@@ -5,14 +5,14 @@
 # images at EPSILONS. ATTACKS="sea,sea_dice" adds the same attacks' worst by Dice (run again: twice the time). The full
 # protocol (3 seeds, 48+ images, eps 2/4/8) is the same command with IMAGES=48 EPSILONS="[0,2,4,8]" and more variants:
 # about 900 passes per image and budget, a GPU's job.
-# Usage: [IMAGES=4] [EPSILONS="[0,4]"] [VARIANTS="nlcen unet nlcen_wo_nlce"] [ATTACKS=sea] \
+# Usage: [IMAGES=4] [EPSILONS="[0,4]"] [VARIANTS="nlcen unet nlcen_wo_nlce"] [ATTACKS=sea] [RESULTS=folder] \
 #     bash scripts/nlcen_sea_study.sh [DATASET_DIR]
 set -euo pipefail
 DATA=${1:-../shared/datasets/jsrt_scr_224}
 IMAGES=${IMAGES:-4}
 EPSILONS=${EPSILONS:-"[0,4]"}
 STUDY=bundles/nlcen/study/s128
-RESULTS=bundles/nlcen/docs/results/sea_s128
+RESULTS=${RESULTS:-bundles/nlcen/docs/results/sea_s128}
 UNET='{"_target_": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": "@in_channels", "out_channels": "@num_classes", "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2}'
 for variant in ${VARIANTS:-nlcen unet nlcen_wo_nlce}; do
     case $variant in

@@ -19,6 +19,7 @@ from monai_ext.attacks import (
     class_frequency_weights,
     pixel_losses,
 )
+from monai_ext.attacks.losses import predicted_classes, two_class_logits
 
 
 def _naive(logits: torch.Tensor, labels: torch.Tensor, loss: str, class_weights: list[float] | None = None) -> list:
@@ -143,6 +144,15 @@ def test_single_logit_is_two_class():
     torch.testing.assert_close(
         attack_loss(z, labels), torch.nn.functional.binary_cross_entropy_with_logits(z, labels.float())
     )
+
+
+@pytest.mark.parametrize("num_classes", [1, 2, 3])
+def test_predicted_classes_is_the_argmax_of_two_class_logits(num_classes):
+    logits = torch.randn(3, num_classes, 5, 4)
+    logits[0, :, 0, 0] = 0.0  # a tie: the first class, as argmax
+    expected = two_class_logits(logits).argmax(1)
+    assert torch.equal(predicted_classes(logits), expected)
+    assert torch.equal(predicted_classes(logits, keepdim=True), expected[:, None])
 
 
 def test_bad_arguments():

@@ -14,6 +14,7 @@ from monai.data import MetaTensor
 from monai_ext.networks.blocks import NLCE, ContextEncoding, NonLocalBlock, SelfAttention, SNResidualBlock
 from monai_ext.networks.nets import NLCEN, NLCEUNet, SAGANDiscriminator, SAGANGenerator
 from monai_ext.utils.checks import (
+    check_bool,
     check_callable,
     check_choice,
     check_class_indices,
@@ -105,6 +106,25 @@ def test_ints():
         check_non_negative_int("num_steps", -1)
     with pytest.raises(ValueError, match="num_steps must be an integer >= 0, got True"):
         check_non_negative_int("num_steps", True)
+
+
+def test_bool_reads_switches_not_truth_values():
+    assert check_bool("random_start", True) is True and check_bool("random_start", np.bool_(False)) is False
+    assert check_bool("random_start", "FALSE") is False and check_bool("random_start", "True") is True
+    for value in ("no", "0", 0, 1, None, [False]):
+        with pytest.raises(ValueError, match="random_start must be true or false"):
+            check_bool("random_start", value)
+
+
+def test_attacks_read_false_from_a_command_line_as_false():
+    from monai_ext.attacks import APGD, PGD, LayeredPGD
+
+    assert PGD(eps=4, alpha=1, num_steps=2, random_start="false").random_start is False
+    apgd = APGD(eps=4, random_start="false", radius_reduction="true")
+    assert apgd.random_start is False and apgd.radius_reduction is True
+    assert LayeredPGD(eps=4, alpha=1, per_pass_ball="False").per_pass_ball is False
+    with pytest.raises(ValueError, match="per_pass_ball must be true or false, got 'off'"):
+        LayeredPGD(eps=4, alpha=1, per_pass_ball="off")
 
 
 def test_choice_spatial_dims_interval_callable():

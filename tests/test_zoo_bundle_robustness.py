@@ -387,6 +387,14 @@ def test_split_without_labels_falls_back_to_validation(tmp_path: Path, dataset_d
     assert loaded.split == "validation" and loaded.image_names == ["case2.nii.gz"]
 
 
+def test_tables_name_the_dataset_as_given(tmp_path: Path, dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative --dataset_dir stays relative in the tables (committed result files carry no machine's paths)."""
+    bundle = _json_bundle(tmp_path / "tiny_spleen")
+    monkeypatch.chdir(dataset_dir.parent)
+    loaded = load_bundle(bundle, dataset_dir=dataset_dir.name, max_images=1)
+    assert loaded.data == f"the test split of {dataset_dir.name}" and loaded.image_names == ["case3.nii.gz"]
+
+
 def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Every wrong command line ends with one line on stderr and exit status 1, before any attack runs."""
     bundle = _json_bundle(tmp_path / "tiny_spleen")
@@ -513,6 +521,12 @@ def test_new_attacks_hd95_in_mm_figure_and_resume(tmp_path: Path, dataset_dir: P
     assert rerun["attacks"][:2] == table["attacks"][:2] and rerun["attacks"][2]["results"][0] == vafa["results"][0]
     assert rerun["attacks"][2]["results"][1]["mean_dice"] == pytest.approx(vafa["results"][1]["mean_dice"], abs=1e-6)
     assert json.loads(sweep_file.read_text())["complete"] and len(_per_image(out)) == len(rows)
+
+    # FGSM takes no steps (num_steps None in its settings): another --num_steps finds them unchanged and resumes from its file
+    fgsm_file = out / "sweeps" / "robustness_fgsm.json"
+    assert json.loads(fgsm_file.read_text())["settings"]["perturbation"]["kwargs"]["num_steps"] is None
+    main([*args[: args.index("--attacks")], "--attacks", "[fgsm]", "--epsilons", "[0,4]", "--num_steps", "3"])
+    assert json.loads((out / "attack_benchmark.json").read_text())["attacks"] == [table["attacks"][0]]
 
 
 def _cube_volume(start: int, size: int, brightness: float) -> tuple[MetaTensor, MetaTensor]:

@@ -30,7 +30,7 @@ from monai_ext.attacks.losses import (
     is_untargeted_loss,
 )
 from monai_ext.attacks.objective import AttackObjective, TargetLike, predicted_classes
-from monai_ext.utils.checks import check_choice, check_fraction, check_non_negative_int
+from monai_ext.utils.checks import check_bool, check_choice, check_fraction, check_non_negative_int
 
 __all__ = ["APGD", "apgd_checkpoints"]
 
@@ -157,9 +157,9 @@ class APGD(Attack):
                 f"track_loss {track_loss!r} masks the pixels still classified correctly: an untargeted loss."
             )
         self.track_loss = track_loss
-        self.random_start = bool(random_start)
+        self.random_start = check_bool("random_start", random_start)
         self.seed = None if seed is None else check_non_negative_int("seed", seed)
-        self.radius_reduction = bool(radius_reduction)
+        self.radius_reduction = check_bool("radius_reduction", radius_reduction)
 
     def stages(self) -> list[tuple[float, int]]:
         """The ``(radius as a multiple of eps, steps)`` of each run: ``[(1, N)]``, or SEA's radius reduction

@@ -24,6 +24,7 @@ from monai.inferers import Inferer
 from monai_ext.attacks.losses import LossLike
 from monai_ext.attacks.objective import AttackObjective
 from monai_ext.attacks.pgd import PGD
+from monai_ext.utils.checks import check_bool
 
 __all__ = ["LayeredPGD"]
 
@@ -108,7 +109,7 @@ class LayeredPGD(PGD):
             inferer=inferer,
         )
         self.classes = None if classes is None else self._check_classes(classes)
-        self.per_pass_ball = bool(per_pass_ball)
+        self.per_pass_ball = check_bool("per_pass_ball", per_pass_ball)
 
     @staticmethod
     def _check_classes(classes: Sequence[int]) -> list[int]:

@@ -11,8 +11,8 @@
 What an attack climbs and how it runs its network: :py:func:`check_target` and :py:func:`resolve_target` (the labels
 a targeted attack descends to: ``"inverse"``, a full-area class, a callable), :py:func:`attack_mode` (the network in
 eval mode during the attack, every module's mode restored afterwards), :py:func:`network_logits`,
-:py:func:`predicted_classes` (the prediction an attack reads off the logits), and
-:py:class:`AttackObjective`, the one door through which an attack runs its network: the logits, and the gradient of
+:py:func:`~monai_ext.attacks.losses.predicted_classes` (the prediction an attack reads off the logits, re-exported
+here), and :py:class:`AttackObjective`, the one door through which an attack runs its network: the logits, and the gradient of
 the loss with respect to the input only (window chunk by window chunk through a sliding window,
 :py:mod:`monai_ext.attacks.sliding_window`).
 """
@@ -28,7 +28,7 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from monai_ext.attacks.losses import LossLike, attack_loss
+from monai_ext.attacks.losses import LossLike, attack_loss, predicted_classes
 from monai_ext.attacks.sliding_window import sliding_window_gradient, windowed
 from monai_ext.utils.checks import check_class_indices, check_label_shape
 
@@ -94,32 +94,6 @@ def network_logits(network: Callable[[torch.Tensor], torch.Tensor], images: torc
             "expected logits (B, C, *spatial) with the batch and spatial shape of the images."
         )
     return out
-
-
-def predicted_classes(logits: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
-    """
-    The class the network predicts at each pixel: ``argmax`` over the classes (the first of equal maxima), of the
-    two-class logits ``(0, z)`` for a single-logit network (class 1 where ``z > 0``).
-
-    Equal to ``argmax`` of :py:func:`~monai_ext.attacks.losses.two_class_logits` for finite logits, at a fraction of
-    its cost on the CPU, where ``argmax`` over the strided class axis costs as much as a convolution layer (10 ms for
-    ``(4, 2, 128, 128)`` logits on one thread): one comparison for one or two classes (0.05 ms), else
-    ``torch.max(dim=1).indices`` (the same index as ``argmax``, ties and NaN included; 0.6 ms).
-
-    Args:
-        logits: ``(B, C, *spatial)``.
-        keepdim: keep the class axis: ``(B, 1, *spatial)`` instead of ``(B, *spatial)``.
-
-    Returns:
-        long class indices.
-    """
-    if logits.shape[1] == 1:
-        classes = (logits > 0).long()
-    elif logits.shape[1] == 2:
-        classes = (logits[:, 1:] > logits[:, :1]).long()  # a tie goes to class 0, as in argmax
-    else:
-        classes = logits.max(dim=1, keepdim=True).indices
-    return classes if keepdim else classes[:, 0]
 
 
 def as_plain(x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from monai_ext.attacks.ball import NORMS, project
 from monai_ext.attacks.base import Attack
 from monai_ext.attacks.losses import LossLike
 from monai_ext.attacks.objective import AttackObjective, TargetLike
-from monai_ext.utils.checks import check_choice, check_non_negative, check_non_negative_int
+from monai_ext.utils.checks import check_bool, check_choice, check_non_negative, check_non_negative_int
 
 __all__ = ["PGD", "PixelWeightedPGD"]
 
@@ -79,7 +79,7 @@ class PGD(Attack):
         self.alpha = check_non_negative("alpha", alpha)
         self.num_steps = check_non_negative_int("num_steps", num_steps)
         self.norm = check_choice("norm", norm, NORMS)
-        self.random_start = bool(random_start)
+        self.random_start = check_bool("random_start", random_start)
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 

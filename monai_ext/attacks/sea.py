@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from monai_ext.attacks.apgd import APGD
-from monai_ext.attacks.losses import BalancedMaskedCE, two_class_logits
+from monai_ext.attacks.losses import BalancedMaskedCE, predicted_classes
 from monai_ext.utils.checks import check_positive_int
 
 __all__ = ["SEA_LOSSES", "SEA_STEPS", "pixel_accuracy_score", "sea_members"]
@@ -34,7 +34,7 @@ SEA_STEPS = 300
 
 def pixel_accuracy_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """
-    The fraction of each image's pixels whose predicted class (argmax; a single logit ``> 0``) is its label's: SEA's
+    The fraction of each image's pixels whose predicted class (:py:func:`~monai_ext.attacks.losses.predicted_classes`) is its label's: SEA's
     rule for the worst case over its attacks (the lowest is kept).
 
     Args:
@@ -44,7 +44,7 @@ def pixel_accuracy_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     Returns:
         ``(B,)`` in ``[0, 1]``.
     """
-    predicted = two_class_logits(logits).argmax(1, keepdim=True)
+    predicted = predicted_classes(logits, keepdim=True)
     return (predicted == labels.long()).flatten(1).float().mean(1)
 
 

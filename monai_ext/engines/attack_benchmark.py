@@ -396,7 +396,8 @@ def _attack_plan(
             settings["spatial_dims"] = loaded.dataloader.dataset[0]["image"].ndim - 1
         levels = [0.0, q_max] if 0 in levels else [q_max]
         label = f"{label} (q_max {q_max:g})"
-    factory = functools.partial(benchmark_attack, attack=name, num_steps=num_steps, **settings)
+    # FGSM takes no steps: its sweep's settings record num_steps None, so that a resume with another --num_steps keeps it
+    factory = functools.partial(benchmark_attack, attack=name, num_steps=num_steps if spec.steps else None, **settings)
     for level in levels:
         if level > 0:
             factory(level)

@@ -326,7 +326,9 @@ def _datalist(
                 raise
             logger.warning("%s; evaluating the 'validation' split instead", error)
             split, datalist = "validation", load_datalist(folder, "validation")
-        return datalist, split, f"the {split} split of {folder}"
+        given = parser.get("dataset_dir")  # as the user wrote it: a relative path stays relative in the tables
+        shown = given if isinstance(given, str) and given.strip() and given[0] not in "$@%" else folder
+        return datalist, split, f"the {split} split of {shown}"
     data = list(_built(workflow, data_name, files) or [])
     data_id = workflow.properties[data_name][BundlePropertyConfig.ID].replace(ID_SEP_KEY, "#")  # as overrides write it
     if not data or not all(isinstance(entry, Mapping) and LABEL in entry for entry in data):

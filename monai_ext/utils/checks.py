@@ -3,7 +3,7 @@ Argument checks shared by the attacks, networks, metrics, handlers, transforms a
 
 - Values (call them once, in ``__init__``): :py:func:`check_number` and its shorthands :py:func:`check_positive`,
   :py:func:`check_non_negative`, :py:func:`check_fraction`; :py:func:`check_positive_int`,
-  :py:func:`check_non_negative_int`; :py:func:`check_choice`, :py:func:`check_spatial_dims`,
+  :py:func:`check_non_negative_int`; :py:func:`check_bool`, :py:func:`check_choice`, :py:func:`check_spatial_dims`,
   :py:func:`check_interval`, :py:func:`check_spatial_size`, :py:func:`check_num_classes`,
   :py:func:`check_callable`. Each takes the argument's name and value, returns the value
   in a normal form (a ``float``, an ``int``, a lower case string, a pair of floats) and raises a ``ValueError`` whose
@@ -24,11 +24,13 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.utils import ImageMetaKey
 
 __all__ = [
+    "check_bool",
     "check_callable",
     "check_choice",
     "check_class_indices",
@@ -145,6 +147,22 @@ def check_positive_int(name: str, value: Any, allow_none: bool = False) -> int |
 def check_non_negative_int(name: str, value: Any) -> int:
     """A whole number ``>= 0`` as an ``int`` (``0``, ``10`` or ``10.0``; not ``False`` or ``-1``)."""
     return _as_int(name, value, 0)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """
+    A switch as a ``bool``: ``True`` or ``False`` (NumPy's too), or the strings ``"true"`` / ``"false"`` in any case, as
+    a command line passes them (``--random_start false``). Anything else, ``"no"``, ``0`` or ``None``, is refused
+    rather than read by its truth value (``bool("false")`` is ``True``).
+
+    Raises:
+        ValueError: ``<name> must be true or false, got <value>``.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"{name} must be true or false, got {value!r}.")
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
