@@ -98,3 +98,11 @@ def test_two_ranks_write_the_table_of_one_process(tmp_path: Path) -> None:
     assert "wrote" in logs[0] and "wrote" not in logs[1]
     assert markdown[1].splitlines()[0] in logs[0] and markdown[1].splitlines()[0] not in logs[1]
     assert all("epsilon 0: taken from" in text for text in logs.values())
+
+    # a rerun with other settings: rank 0 reads the sweep file and refuses it, and every rank ends with its error
+    other = [str(tmp_path / "logs_other") if arg == str(tmp_path / "logs") else arg for arg in command]
+    other[other.index("--num_steps") + 1] = "3"
+    rerun = subprocess.run(other, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    logs = _rank_logs(tmp_path / "logs_other")
+    assert rerun.returncode != 0 and sorted(logs) == [0, 1]
+    assert all("robustness_ifgsm.json holds the results of a sweep with other settings" in t for t in logs.values())

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from monai_ext.engines.sweep import LevelSweep, engine_metrics
 from monai_ext.handlers.hausdorff import PhysicalHausdorffDistance
 from monai_ext.metrics import per_image_distances, per_image_scores
 from monai_ext.utils.checks import check_number, check_positive_int
-from monai_ext.utils.distributed import get_rank, get_world_size, rank_zero_call
+from monai_ext.utils.distributed import get_rank, get_world_size
 from monai_ext.utils.files import json_safe
 from monai_ext.visualize import plot_robustness_curves
 
@@ -223,7 +222,7 @@ class RobustnessSweep:
         self.attack, self.epsilons, self.num_images = attack, epsilons, len(dataloader.dataset)
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.name, self.label, self.level_name = name, label, level_name
-        results_file = None if self.output_dir is None else self._results_file(self.output_dir / f"{name}.json")
+        results_file = None if self.output_dir is None else self.output_dir / f"{name}.json"
         header = {"label": label, "attacks": self._attacks(), "num_images": self.num_images}
         header |= {"level_name": level_name} if level_name != "epsilon" else {}  # the key of the levels (a report's)
         shared = SharedTrajectories(attack, [eps for eps in epsilons if eps > 0])  # 0 is the clean evaluation
@@ -231,23 +230,6 @@ class RobustnessSweep:
         self.sweep = LevelSweep(evaluator, perturbation, epsilons, summary=summary or engine_metrics,
                                 level_name=level_name, results_file=results_file, header=header,
                                 overwrite=overwrite)  # fmt: skip
-
-    def _results_file(self, path: Path) -> Path:
-        """
-        The results file of this rank's sweep: ``path`` on rank 0; on the other ranks of a process group, a copy of
-        rank 0's ``path`` in a temporary folder of their own (removed with the sweep), from which they take the same
-        finished budgets as rank 0 while rank 0 alone writes ``path``.
-        """
-        if get_world_size() == 1:
-            return path
-        text = rank_zero_call(_read_text, path)
-        if get_rank() == 0:
-            return path
-        self._scratch = tempfile.TemporaryDirectory(prefix=f"{path.stem}_rank{get_rank()}_")  # lives with the sweep
-        copy = Path(self._scratch.name) / path.name
-        if text is not None:
-            copy.write_text(text)
-        return copy
 
     def _attacks(self) -> list[dict[str, Any]]:
         """The name and settings of the attack at each budget above 0."""
@@ -305,8 +287,3 @@ class _WinsOfEveryRank:
         counts: list[Any] = [None] * get_world_size()
         dist.all_gather_object(counts, dict(self.attack.win_counts()))
         return {name: sum(rank[name] for rank in counts) for name in counts[0]}
-
-
-def _read_text(path: Path) -> str | None:
-    """The text of ``path``; ``None`` where there is no such file."""
-    return path.read_text() if path.is_file() else None

@@ -21,6 +21,7 @@ from torch import nn
 from monai_ext.attacks import describe_inferer, with_inferer
 from monai_ext.engines.utils import AdversarialPrepareBatch, data_digest, network_digest
 from monai_ext.utils.checks import check_non_negative
+from monai_ext.utils.distributed import get_rank, rank_zero_call
 from monai_ext.utils.files import json_safe, write_json
 from monai_ext.utils.resume import resume_results
 
@@ -74,7 +75,9 @@ class LevelSweep:
     takes the levels it finds there and computes only the missing ones (so a killed sweep resumes where it stopped, and
     a longer list of levels extends a finished one); a file of a sweep with other settings (other weights, say) is
     refused in one line naming the file and the settings that differ (both digests), unless ``overwrite``
-    (:py:func:`~monai_ext.utils.resume.resume_results`).
+    (:py:func:`~monai_ext.utils.resume.resume_results`). Under a process group of several ranks (``torchrun``), rank 0
+    reads the file and hands what it found to every rank, and rank 0 alone writes it: the summary must then gather the
+    ranks' results (:py:func:`~monai_ext.engines.robustness.robustness_summary` does).
 
     Example (bundle config, the noise study of the ProtoSeg bundle)::
 
@@ -149,12 +152,16 @@ class LevelSweep:
         return settings if inferer is None else {**settings, "inferer": inferer}
 
     def _finished(self, settings: dict[str, Any]) -> dict[float, dict[str, Any]]:
-        """The results per level that ``results_file`` holds for ``settings`` (none without a file)."""
-        document = resume_results(self.results_file, settings, self.overwrite, what="the results of a sweep")
+        """The results per level that ``results_file`` holds for ``settings`` (none without a file): read on rank 0
+        and handed to every rank of a process group, so that all of them take the same levels (or all refuse)."""
+        document = rank_zero_call(
+            resume_results, self.results_file, settings, self.overwrite, what="the results of a sweep"
+        )
         return {float(r[self.level_name]): r for r in (document or {}).get("results", [])}
 
     def _write(self, settings: dict[str, Any], results: list[dict[str, Any]]) -> None:
-        if self.results_file is not None:
+        """Write the results so far to ``results_file`` (rank 0 alone, under a process group)."""
+        if self.results_file is not None and get_rank() == 0:
             complete = len(results) == len(self.levels)
             document = {**self.header, "settings": settings, "complete": complete, "results": results}
             write_json(self.results_file, document)
