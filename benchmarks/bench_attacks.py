@@ -12,6 +12,11 @@ each number of steps (10 by default), on one batch:
 - **segpgd**, **cospgd**: ``SegPGD`` / ``CosPGD`` with the same settings;
 - **apgd**: ``APGD(eps=8, num_steps=steps)``, L-inf, cross-entropy: ``steps + 1`` forward and ``steps`` backward
   passes, its floor the floor plus one forward pass;
+- **apgd_rr**: the same with SEA's radius reduction (``radius_reduction=True``): each of its three stages evaluates
+  its starting point, so its floor has three forward passes more than ``steps`` gradient passes;
+- **sea**: ``ensemble_attack(eps=8, num_steps=steps, preset="sea")``, SEA's three losses, each an APGD with radius
+  reduction, the worst per image by pixel accuracy: ``3 steps`` gradient passes and 12 forward passes (3 per member,
+  and one to score each member's result);
 - **torchattacks** (when importable): ``torchattacks.PGD(model, eps=8/255, alpha=2/255, steps=steps,
   random_start=False)`` on the same network, batch and labels ``(B, H, W)`` long (its ``nn.CrossEntropyLoss()`` has
   mean reduction, as our ``F.cross_entropy``; it puts the model in eval mode itself and assumes inputs in ``[0, 1]``,
@@ -27,7 +32,7 @@ forward pass, then each attack followed by a floor`` (the attacks in an order ro
 ``--repeats`` rounds and until the case has run ``--seconds``. Every call is timed on two clocks: wall
 (``time.perf_counter``) and the process's CPU time (``time.process_time``, the work of all its threads, which other
 jobs on a shared machine disturb less than the wall clock). An attack's ratio in a round is its time over its floor
-there (the mean of the floors just before and after it, plus one forward pass for APGD); the reported ratio is the
+there (the mean of the floors just before and after it, plus the forward passes of APGD and SEA); the reported ratio is the
 median over the rounds on the clock ``--clock`` (CPU by default), which decides the target; the other clock's median
 and the ratio of the best times are recorded too.
 
@@ -79,7 +84,7 @@ NLCEN_BUDGETS = (0.5, 1, *range(2, 33, 2))  # the NLCEN paper's 18 budgets, in l
 def _attacks() -> dict[str, tuple[Callable[[int], Callable], Callable[[int], tuple[int, int]]]]:
     """The attacks timed over a floor: name -> (a factory of the attack of ``steps`` steps, the passes of its floor
     ``steps -> (forward + backward passes, extra forward passes)``)."""
-    from monai_ext.attacks import APGD, PGD, CosPGD, SegPGD
+    from monai_ext.attacks import APGD, PGD, CosPGD, SegPGD, ensemble_attack
 
     common = {"eps": EPS_LEVELS, "alpha": ALPHA_LEVELS, "random_start": False, "unit": "levels"}
     return {
@@ -87,6 +92,11 @@ def _attacks() -> dict[str, tuple[Callable[[int], Callable], Callable[[int], tup
         "segpgd": (lambda steps: SegPGD(num_steps=steps, **common), lambda steps: (steps, 0)),
         "cospgd": (lambda steps: CosPGD(num_steps=steps, **common), lambda steps: (steps, 0)),
         "apgd": (lambda steps: APGD(EPS_LEVELS, num_steps=steps), lambda steps: (steps, 1)),
+        "apgd_rr": (lambda steps: APGD(EPS_LEVELS, num_steps=steps, radius_reduction=True), lambda steps: (steps, 3)),
+        "sea": (
+            lambda steps: ensemble_attack(eps=EPS_LEVELS, num_steps=steps, preset="sea"),
+            lambda steps: (3 * steps, 12),
+        ),
     }
 
 
@@ -441,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": (
-            "monai_ext.attacks PGD, SegPGD, CosPGD, APGD vs the floor of plain forward+backward passes, PGD vs "
+            "monai_ext.attacks PGD, SegPGD, CosPGD, APGD, APGD with radius reduction and the SEA preset vs the floor of plain forward+backward passes, PGD vs "
             "torchattacks.PGD, shared_sweep vs one run per budget over the NLCEN paper's 18 budgets"
         ),
         "config": {
@@ -465,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             "forward pass and each attack followed by a floor (the attacks' order rotated each round), at least "
             "`repeats` rounds and until the case has run `seconds`; every call timed on the wall clock and on the "
             "process's CPU time; an attack's ratio in a round is its time over its floor there (the mean of the floors "
-            "just before and after it, plus one forward pass for APGD), reported as the median over the rounds on "
+            "just before and after it, plus the extra forward passes of APGD and SEA), reported as the median over the rounds on "
             "`clock` (the target), with the other clock's median and the ratio of the best times"
         ),
         "results": results,
