@@ -12,11 +12,11 @@ Example::
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 import fire
 
+from monai_ext.metrics import mean_standard_error
 from monai_ext.utils import write_json, write_text
 
 #: the networks of the study, in the order of the table (folders of the results folder)
@@ -35,14 +35,12 @@ def _dice(per_image_csv: Path) -> dict[float, dict[str, float]]:
 
 
 def _paired(a: dict[str, float], b: dict[str, float]) -> dict[str, float | int]:
-    """``a - b`` over the images both have: mean, paired standard error, images lower and the number of images."""
+    """``a - b`` over the images both have: ``mean``, ``standard_error`` (paired), ``std``, ``n`` and the images ``lower``."""
     images = sorted(set(a) & set(b))
     if len(images) < 2:
         raise ValueError(f"fewer than 2 images in common ({len(images)}): nothing to pair.")
     diffs = [a[i] - b[i] for i in images]
-    mean = sum(diffs) / len(diffs)
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
-    return {"mean": mean, "se": sd / math.sqrt(len(diffs)), "lower": sum(d < 0 for d in diffs), "n": len(diffs)}
+    return {**mean_standard_error(diffs), "lower": sum(d < 0 for d in diffs)}
 
 
 def sea_vs_ensemble(results: str) -> str:
@@ -77,9 +75,11 @@ def sea_vs_ensemble(results: str) -> str:
             rows.append(row)
             diff, vs = row["sea_minus_ensemble"], row["minus_nlcen_under_sea"]
             diff_text = (
-                f"{diff['mean']:+.4f} ({diff['se']:.4f}), lower on {diff['lower']} of {diff['n']}" if diff else "-"
+                f"{diff['mean']:+.4f} ({diff['standard_error']:.4f}), lower on {diff['lower']} of {diff['n']}"
+                if diff
+                else "-"
             )
-            vs_text = f"{vs['mean']:+.4f} ({vs['se']:.4f})" if vs else ""
+            vs_text = f"{vs['mean']:+.4f} ({vs['standard_error']:.4f})" if vs else ""
             ens_text = f"{row['ensemble']:.4f}" if ens else "-"
             lines.append(f"| {variant} | {eps:g} | {row['images']} | {row['clean']:.4f} | {ens_text} | {row['sea']:.4f} | "
                          f"{diff_text} | {vs_text} |")  # fmt: skip
