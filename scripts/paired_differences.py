@@ -19,6 +19,7 @@ from pathlib import Path
 
 import fire
 
+from monai_ext.metrics import paired_difference
 from monai_ext.utils import write_json, write_text
 
 
@@ -40,18 +41,18 @@ def paired_differences(per_image_csv: str, metric: str = "dice") -> str:
         clean = scores.get((attack, 0.0))
         if clean is None or set(attacked) - set(clean):
             raise ValueError(f"{per_image_csv}: {attack} at epsilon {eps:g} has images without a clean {metric}.")
-        diffs = [attacked[name] - clean[name] for name in sorted(attacked)]
-        n = len(diffs)
-        mean = sum(diffs) / n
-        se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) if n > 1 else float("nan")
+        names = sorted(attacked)
+        paired = paired_difference(
+            [attacked[n] for n in names], [clean[n] for n in names], names=names, baseline_names=names
+        )
         rows.append(
             {
                 "attack": attack,
                 "epsilon": eps,
-                "n": n,
-                "mean_difference": mean,
-                "paired_se": se,
-                "images_worse": sum(d < 0 for d in diffs),
+                "n": paired["n"],
+                "mean_difference": paired["mean"],
+                "paired_se": paired["standard_error"],
+                "images_worse": paired["worse"],
             }
         )
     lines = [

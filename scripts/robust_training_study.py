@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shlex
 import shutil
@@ -56,7 +55,7 @@ import torch
 from monai.bundle import run
 
 from monai_ext.engines import evaluation_table
-from monai_ext.metrics import mean_standard_error
+from monai_ext.metrics import paired_difference
 from monai_ext.utils import write_json, write_text
 from monai_ext.visualize import plot_condition_bars
 
@@ -250,22 +249,6 @@ def _read_results(work: Path) -> dict[str, dict[str, dict[str, Any]]]:
     return {label: {**white_box[label]["results"], **perturbed[label]["results"]} for label in white_box}
 
 
-def paired_difference(values: list[float], baseline: list[float]) -> dict[str, Any]:
-    """
-    The paired difference of per-image values from a baseline's on the same images (``values[i]`` and ``baseline[i]``
-    one image): ``{"mean", "standard_error", "std", "n"}`` of ``values - baseline``
-    (:func:`monai_ext.metrics.mean_standard_error`; images where either is NaN are left out), and how many images
-    the difference made ``better`` and ``worse``.
-
-    Raises:
-        ValueError: the two hold different numbers of images.
-    """
-    if len(values) != len(baseline):
-        raise ValueError(f"cannot pair {len(values)} per-image values with {len(baseline)} of the baseline.")
-    diffs = [a - b for a, b in zip(values, baseline, strict=True) if math.isfinite(a) and math.isfinite(b)]
-    return {**mean_standard_error(diffs), "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs)}
-
-
 def _per_image(metrics: dict[str, Any], metric: str) -> list[float]:
     values = metrics[PER_IMAGE[metric]]
     return [float(v) for v in (values if isinstance(values, list) else [values])]
@@ -288,7 +271,7 @@ def paired_rows(
 
     Returns:
         one row per (condition, model, compared model): ``condition``, ``model``, ``versus``, and per metric
-        ``<metric>`` (the model's mean) and ``<metric>_difference`` (:func:`paired_difference`).
+        ``<metric>`` (the model's mean) and ``<metric>_difference`` (:func:`monai_ext.metrics.paired_difference`).
     """
     rows = []
     for condition in (*CONDITIONS, PERTURBED):
@@ -310,7 +293,7 @@ def paired_rows(
 def ranking(results: dict[str, dict[str, dict[str, Any]]], condition: str, metric: str) -> list[dict[str, Any]]:
     """
     The models from best to worst by the mean ``metric`` under ``condition``: per model its ``label``, ``mean`` and
-    ``gap``, the paired difference (:func:`paired_difference`) of its per-image values from the next model's (``None``
+    ``gap``, the paired difference (:func:`monai_ext.metrics.paired_difference`) of its per-image values from the next model's (``None``
     for the last), which says whether the two are told apart on these images.
     """
     order = sorted(results, key=lambda label: -results[label][condition][metric])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import fire
 
-from monai_ext.metrics import mean_standard_error
+from monai_ext.metrics import paired_difference
 from monai_ext.utils import write_json, write_text
 
 #: the networks of the study, in the order of the table (folders of the results folder)
@@ -34,13 +34,12 @@ def _dice(per_image_csv: Path) -> dict[float, dict[str, float]]:
     return scores
 
 
-def _paired(a: dict[str, float], b: dict[str, float]) -> dict[str, float | int]:
-    """``a - b`` over the images both have: ``mean``, ``standard_error`` (paired), ``std``, ``n`` and the images ``lower``."""
+def _paired(a: dict[str, float], b: dict[str, float]) -> dict:
+    """``a - b`` over the images both have (:func:`monai_ext.metrics.paired_difference`, Dice: higher is better)."""
     images = sorted(set(a) & set(b))
     if len(images) < 2:
         raise ValueError(f"fewer than 2 images in common ({len(images)}): nothing to pair.")
-    diffs = [a[i] - b[i] for i in images]
-    return {**mean_standard_error(diffs), "lower": sum(d < 0 for d in diffs)}
+    return paired_difference([a[i] for i in images], [b[i] for i in images], names=images, baseline_names=images)
 
 
 def sea_vs_ensemble(results: str) -> str:
@@ -75,7 +74,7 @@ def sea_vs_ensemble(results: str) -> str:
             rows.append(row)
             diff, vs = row["sea_minus_ensemble"], row["minus_nlcen_under_sea"]
             diff_text = (
-                f"{diff['mean']:+.4f} ({diff['standard_error']:.4f}), lower on {diff['lower']} of {diff['n']}"
+                f"{diff['mean']:+.4f} ({diff['standard_error']:.4f}), lower on {diff['worse']} of {diff['n']}"
                 if diff
                 else "-"
             )

@@ -38,7 +38,7 @@ def test_paired_by_hand(tmp_path: Path, load_script: Callable[[str], ModuleType]
     # NLCEN: SEA - ensemble = (-0.1, 0, -0.3): mean -0.1333, sd 0.1528, SE 0.0882, lower on 2
     assert nlcen["sea_minus_ensemble"]["mean"] == pytest.approx(-0.4 / 3)
     assert nlcen["sea_minus_ensemble"]["standard_error"] == pytest.approx(0.15275252 / 3**0.5)
-    assert nlcen["sea_minus_ensemble"]["lower"] == 2 and nlcen["minus_nlcen_under_sea"] is None
+    assert nlcen["sea_minus_ensemble"]["worse"] == 2 and nlcen["minus_nlcen_under_sea"] is None
     # U-Net - NLCEN under SEA: (-0.3, -0.2, 0.0): mean -0.1667, sd 0.1528
     assert unet["minus_nlcen_under_sea"]["mean"] == pytest.approx(-0.5 / 3)
     assert unet["minus_nlcen_under_sea"]["standard_error"] == pytest.approx(0.15275252 / 3**0.5)

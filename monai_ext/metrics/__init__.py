@@ -1,6 +1,7 @@
 """Metrics of ``monai_ext``: ProtoSeg segmentation ability (maps, scores, summaries), Variance of Gradients, pixel
-accuracy, per-image scores and their summaries."""
+accuracy, per-image scores, their summaries and paired comparisons."""
 
+from monai_ext.metrics.paired import paired_difference, wilcoxon_signed_rank
 from monai_ext.metrics.per_image import (
     compute_per_image_dice,
     density_curve,
@@ -56,6 +57,7 @@ __all__ = [
     "mean_standard_error",
     "mean_std",
     "noise_summary",
+    "paired_difference",
     "per_image_distances",
     "per_image_scores",
     "protoseg",
@@ -63,4 +65,5 @@ __all__ = [
     "quality_summary",
     "score_correlation",
     "segmentation_ability_map",
+    "wilcoxon_signed_rank",
 ]
